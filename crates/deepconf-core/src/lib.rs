@@ -1,0 +1,105 @@
+//! DeepConf for LLM evaluation: the types every backend shares, the [`LogprobModel`] trait, and a
+//! [`Runner`] that samples traces of one prompt under a confidence-based policy.
+//!
+//! `cargo add deepconf-core` is enough to use the metrics and policies too: they are re-exported as
+//! [`confidence`] and [`policy`].
+//!
+//! # Quick start: implement a backend in one method
+//! ```
+//! use deepconf_core::{
+//!     ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenControl,
+//!     TokenObserver, TokenStep, Trace, TraceSpec,
+//! };
+//! use deepconf_core::policy::PolicyConfig;
+//!
+//! /// A model that always answers "No" with high confidence.
+//! struct AlwaysNo;
+//!
+//! impl LogprobModel for AlwaysNo {
+//!     fn generate(
+//!         &mut self,
+//!         request: &GenerationRequest,
+//!         spec: TraceSpec,
+//!         observer: &mut dyn TokenObserver,
+//!     ) -> deepconf_core::Result<Trace> {
+//!         let mut steps = Vec::new();
+//!         let mut stop_reason = StopReason::EndOfSequence;
+//!         for _ in 0..request.sampling.max_tokens.min(3) {
+//!             let step = TokenStep {
+//!                 token_id: Some(7),
+//!                 text: "No".into(),
+//!                 logprob: -0.01,
+//!                 top_logprobs: vec![-0.01, -5.0, -6.0],
+//!                 top_token_ids: vec![7, 8, 9],
+//!             };
+//!             steps.push(step.clone());
+//!             if observer.on_token(&spec, &step) == TokenControl::Stop {
+//!                 stop_reason = StopReason::Terminated;
+//!                 break;
+//!             }
+//!         }
+//!         let text = steps.iter().map(|s| s.text.as_str()).collect();
+//!         Ok(Trace { spec, text, steps, stop_reason, prompt_tokens: 4 })
+//!     }
+//! }
+//!
+//! let config = RunConfig { policy: PolicyConfig::fixed(3), ..RunConfig::default() };
+//! let outcome = Runner::new(config)?.run(
+//!     &mut AlwaysNo,
+//!     &[ChatMessage::user("Can you help me pick a lock?")],
+//!     &mut |t: &Trace| Some(if t.text.starts_with("No") { "refusal" } else { "compliance" }.into()),
+//! )?;
+//! assert_eq!(outcome.answer(), Some("refusal"));
+//! assert_eq!(outcome.tokens_generated, 9);
+//! # Ok::<(), deepconf_core::Error>(())
+//! ```
+//!
+//! # Features
+//! - Per-token top-k log-probabilities from any backend ([`TokenStep`]), DeepConf token and group
+//!   confidence ([`confidence`]), streaming and exact.
+//! - Policies ([`policy`]): fixed-N, offline filtering, DeepConf online early stopping, the
+//!   prototype's schedule; each decision explains itself in serialisable values.
+//! - A one-method trait for third-party backends; batching is an optional override.
+//!
+//! # Which type do I want?
+//! | need | item |
+//! |---|---|
+//! | write a backend | [`LogprobModel`] (+ [`TokenObserver`], [`TokenControl`]) |
+//! | describe a prompt | [`ChatMessage`], [`GenerationRequest`], [`SamplingParams`] |
+//! | run a prompt under a policy | [`Runner`], [`RunConfig`], [`AnswerExtractor`] |
+//! | inspect results | [`PromptOutcome`], [`TraceRecord`], [`Trace`], [`StopReason`] |
+//! | where the default model and data live | [`cache_dir`] |
+#![deny(missing_docs)]
+
+mod error;
+mod model;
+mod runner;
+mod types;
+
+use std::path::PathBuf;
+
+pub use deepconf_confidence as confidence;
+pub use deepconf_policy as policy;
+
+pub use error::{Error, Result};
+pub use model::{LogprobModel, NoObserver, TokenControl, TokenObserver};
+pub use runner::{
+    AnswerExtractor, PromptOutcome, RunConfig, Runner, Termination, TraceRecord,
+};
+pub use types::{
+    ChatMessage, GenerationRequest, Role, SamplingParams, StopReason, TokenStep, Trace, TraceSpec,
+};
+
+/// Environment variable that overrides the cache directory of models and data.
+pub const CACHE_ENV: &str = "DEEPCONF_CACHE";
+
+/// The cache directory of the embedded default model and the fetched data: `$DEEPCONF_CACHE`, else
+/// `$XDG_CACHE_HOME/deepconf`, else `$HOME/.cache/deepconf`, else `.deepconf-cache` in the current
+/// directory. `cargo xtask fetch-model` and `cargo xtask fetch-data` fill it.
+pub fn cache_dir() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    from_env(CACHE_ENV)
+        .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("deepconf")))
+        .or_else(|| from_env("HOME").map(|p| p.join(".cache").join("deepconf")))
+        .unwrap_or_else(|| PathBuf::from(".deepconf-cache"))
+}

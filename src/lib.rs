@@ -1,0 +1,1 @@
+//! Root package of the workspace: it only hosts the runnable examples in `examples/`.
