@@ -1,3 +1,81 @@
-fn main() -> anyhow::Result<()> {
+//! Project automation, run through the `cargo xtask` alias:
+//!
+//! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF)
+//! - `cargo xtask fetch-data harmbench`: the real HarmBench behaviour CSVs
+//! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
+//! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
+//! - `cargo xtask demo`: fetch model and data if missing, then run the `harmbench` example
+mod assets;
+mod bench;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        bail!("{USAGE}");
+    };
+    match task.as_str() {
+        "fetch-model" => {
+            let path = assets::fetch_model()?;
+            println!("{}", path.display());
+        }
+        "fetch-data" => {
+            let which = rest.first().map(String::as_str).unwrap_or("harmbench");
+            for path in assets::fetch_data(which)? {
+                println!("{}", path.display());
+            }
+        }
+        "test" => test(rest)?,
+        "bench" => bench::run(rest)?,
+        "demo" => demo(rest)?,
+        "-h" | "--help" | "help" => println!("{USAGE}"),
+        other => bail!("unknown task `{other}`\n{USAGE}"),
+    }
     Ok(())
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+tasks:
+  fetch-model          download and verify the default model into the cache, print its path
+  fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
+  test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
+  bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
+  demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- [ARGS]`
+environment: DEEPCONF_CACHE overrides the cache directory";
+
+/// Runs a command, failing with its command line when it does not succeed.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    assets::fetch_model()?;
+    assets::fetch_data("harmbench")?;
+    assets::ensure_llama_cpp_server()?;
+    run(cargo()
+        .args(["test", "--workspace", "--all-targets"])
+        .args(extra))?;
+    // Doc tests are not part of --all-targets.
+    run(cargo().args(["test", "--workspace", "--doc"]))
+}
+
+fn demo(extra: &[String]) -> Result<()> {
+    assets::fetch_model()?;
+    assets::fetch_data("harmbench")?;
+    run(cargo()
+        .args(["run", "--release", "--example", "harmbench", "--"])
+        .args(extra))
 }
