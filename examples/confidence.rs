@@ -48,8 +48,9 @@ fn main() -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let trace: TraceLine = serde_json::from_str(&line)
-            .with_context(|| format!("stdin line {number}: expected {{\"top_logprobs\": [[...], ...]}}"))?;
+        let trace: TraceLine = serde_json::from_str(&line).with_context(|| {
+            format!("stdin line {number}: expected {{\"top_logprobs\": [[...], ...]}}")
+        })?;
         stream.reset();
         for (token, candidates) in trace.top_logprobs.iter().enumerate() {
             if candidates.is_empty() {

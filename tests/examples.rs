@@ -22,7 +22,11 @@ fn online_generates_fewer_tokens_than_fixed_32_and_records_every_stop() {
     );
     assert_eq!(
         online.tokens_generated,
-        online.traces.iter().map(|r| r.trace.n_tokens()).sum::<usize>()
+        online
+            .traces
+            .iter()
+            .map(|r| r.trace.n_tokens())
+            .sum::<usize>()
     );
     // Every trace carries its stop reason; this run exercises all three kinds.
     let reasons: BTreeSet<&str> = online
@@ -36,18 +40,32 @@ fn online_generates_fewer_tokens_than_fixed_32_and_records_every_stop() {
     );
     for r in &online.traces {
         let terminated = r.trace.stop_reason == StopReason::Terminated;
-        assert_eq!(terminated, r.termination.is_some(), "trace {}", r.trace.spec.index);
+        assert_eq!(
+            terminated,
+            r.termination.is_some(),
+            "trace {}",
+            r.trace.spec.index
+        );
         if let Some(t) = r.termination {
             assert!(t.group_confidence < t.threshold);
             assert_eq!(t.at_token, r.trace.n_tokens());
-            assert!(!online.decision.voters.contains(&r.trace.spec.index), "terminated trace voted");
+            assert!(
+                !online.decision.voters.contains(&r.trace.spec.index),
+                "terminated trace voted"
+            );
         }
     }
     // The policy explains why sampling ended, and the explanation serialises for run records.
-    assert!(matches!(online.finish, FinishReason::Budget { traces: 32, .. } | FinishReason::Consensus { .. }));
+    assert!(matches!(
+        online.finish,
+        FinishReason::Budget { traces: 32, .. } | FinishReason::Consensus { .. }
+    ));
     let json = serde_json::to_value(&online.finish).unwrap();
     assert!(json.get("reason").is_some(), "{json}");
-    assert_eq!(online.steps.last(), Some(&deepconf_core::policy::Step::Finish(online.finish.clone())));
+    assert_eq!(
+        online.steps.last(),
+        Some(&deepconf_core::policy::Step::Finish(online.finish.clone()))
+    );
 }
 
 #[test]

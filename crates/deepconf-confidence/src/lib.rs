@@ -528,7 +528,10 @@ mod tests {
             })
         );
         assert!(validate_top_logprobs(&[f32::NAN]).is_err());
-        let err = ConfidenceConfig::new().with_window(0).validate().unwrap_err();
+        let err = ConfidenceConfig::new()
+            .with_window(0)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("`window`"), "{err}");
         let err = ConfidenceConfig::new()
             .with_bottom_percent(0.0)

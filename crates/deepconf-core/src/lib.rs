@@ -83,9 +83,7 @@ pub use deepconf_policy as policy;
 
 pub use error::{Error, Result};
 pub use model::{LogprobModel, NoObserver, TokenControl, TokenObserver};
-pub use runner::{
-    AnswerExtractor, PromptOutcome, RunConfig, Runner, Termination, TraceRecord,
-};
+pub use runner::{AnswerExtractor, PromptOutcome, RunConfig, Runner, Termination, TraceRecord};
 pub use types::{
     ChatMessage, GenerationRequest, Role, SamplingParams, StopReason, TokenStep, Trace, TraceSpec,
 };
@@ -97,7 +95,11 @@ pub const CACHE_ENV: &str = "DEEPCONF_CACHE";
 /// `$XDG_CACHE_HOME/deepconf`, else `$HOME/.cache/deepconf`, else `.deepconf-cache` in the current
 /// directory. `cargo xtask fetch-model` and `cargo xtask fetch-data` fill it.
 pub fn cache_dir() -> PathBuf {
-    let from_env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from_env(CACHE_ENV)
         .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("deepconf")))
         .or_else(|| from_env("HOME").map(|p| p.join(".cache").join("deepconf")))

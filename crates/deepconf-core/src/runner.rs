@@ -10,6 +10,9 @@ use crate::{
     TokenObserver, TokenStep, Trace, TraceSpec,
 };
 
+/// A hook called after every generated token (e.g. to drive a progress bar).
+pub type TokenProgress<'a> = dyn FnMut(&TraceSpec, &TokenStep) + 'a;
+
 /// Extracts a trace's answer for voting (for safety: its refusal label).
 pub trait AnswerExtractor {
     /// The answer of `trace`, or `None` when it has none (such a trace does not vote).
@@ -130,7 +133,7 @@ impl PromptOutcome {
 struct BatchWatcher<'a, 'p> {
     streams: Vec<(TraceSpec, StreamingConfidence, Option<Termination>)>,
     stop_below: Option<f64>,
-    progress: Option<&'a mut (dyn FnMut(&TraceSpec, &TokenStep) + 'p)>,
+    progress: Option<&'a mut TokenProgress<'p>>,
 }
 
 impl TokenObserver for BatchWatcher<'_, '_> {
@@ -217,7 +220,7 @@ impl Runner {
         model: &mut M,
         messages: &[ChatMessage],
         answers: &mut dyn AnswerExtractor,
-        mut progress: Option<&mut (dyn FnMut(&TraceSpec, &TokenStep) + '_)>,
+        mut progress: Option<&mut TokenProgress<'_>>,
     ) -> Result<PromptOutcome> {
         let request = GenerationRequest {
             messages: messages.to_vec(),
@@ -250,7 +253,7 @@ impl Runner {
                     })
                     .collect::<std::result::Result<_, _>>()?,
                 stop_below,
-                progress: progress.as_mut().map(|p| &mut **p),
+                progress: progress.as_deref_mut(),
             };
             let traces = model.generate_batch(&request, &specs, &mut watcher)?;
             if traces.len() != specs.len() {

@@ -329,7 +329,7 @@ impl PolicyConfig {
                         reason: "must be at least warmup_traces",
                     });
                 }
-                if !(consensus > 0.0) {
+                if consensus.is_nan() || consensus <= 0.0 {
                     return Err(Error::InvalidParameter {
                         parameter: "consensus",
                         value: consensus.to_string(),
@@ -612,8 +612,7 @@ impl PolicyState {
                         .iter()
                         .enumerate()
                         .map(|(i, t)| {
-                            i >= warmup_traces
-                                || threshold.is_none_or(|s| t.lowest_group >= s)
+                            i >= warmup_traces || threshold.is_none_or(|s| t.lowest_group >= s)
                         })
                         .collect();
                     (eligible, threshold, voting, TraceMetric::LowestGroup)
@@ -733,14 +732,18 @@ mod tests {
                 stop_below: None
             }
         ));
-        let mut h = vec![t(0, "a", 2.0), t(1, "b", 4.0)];
+        let h = vec![t(0, "a", 2.0), t(1, "b", 4.0)];
         // Median of [2, 4] = 3. Consensus 4/4 for b among eligible (trace 0 is below 3): stop.
         assert!(matches!(
             s.next_step(&h),
             Step::Finish(FinishReason::Consensus { traces: 2, .. })
         ));
         assert_eq!(s.threshold(), Some(3.0));
-        assert_eq!(s.decide(&h).voters, vec![1], "warmup trace below threshold voted");
+        assert_eq!(
+            s.decide(&h).voters,
+            vec![1],
+            "warmup trace below threshold voted"
+        );
         // Keeping 100% puts the threshold at the lowest warmup trace: both vote, no consensus.
         let config = PolicyConfig::Online {
             warmup_traces: 2,

@@ -65,7 +65,9 @@ pub fn vote<A: Ord + Clone>(ballots: &[Ballot<A>], voting: Voting) -> Option<Vot
     for ballot in ballots.iter().filter(|b| !b.terminated) {
         let weight = match voting {
             Voting::Majority => 1.0,
-            Voting::ConfidenceWeighted if ballot.confidence.is_finite() => ballot.confidence.max(0.0),
+            Voting::ConfidenceWeighted if ballot.confidence.is_finite() => {
+                ballot.confidence.max(0.0)
+            }
             Voting::ConfidenceWeighted => 0.0,
         };
         weights.entry(&ballot.answer).or_default().push(weight);
@@ -146,7 +148,11 @@ mod tests {
 
     #[test]
     fn negative_and_nan_weights_count_as_zero() {
-        let ballots = [b("a", -3.0, false), b("b", f64::NAN, false), b("c", 0.5, false)];
+        let ballots = [
+            b("a", -3.0, false),
+            b("b", f64::NAN, false),
+            b("c", 0.5, false),
+        ];
         let out = vote(&ballots, Voting::ConfidenceWeighted).unwrap();
         assert_eq!(out.winner, "c");
         assert_eq!(out.total_weight, 0.5);
