@@ -102,6 +102,62 @@ impl WeightMatrix {
         }
     }
 
+    /// Stacks matrices with equal `cols` by rows (fused projections). Mixed formats are requantized
+    /// to Q8_0 (or kept f32 when `cols` is not a multiple of [`BLOCK`]).
+    pub(crate) fn stack_rows(parts: Vec<WeightMatrix>) -> WeightMatrix {
+        let cols = parts[0].cols();
+        let rows: usize = parts.iter().map(WeightMatrix::rows).sum();
+        let same_kind = parts
+            .iter()
+            .all(|p| std::mem::discriminant(p) == std::mem::discriminant(&parts[0]));
+        if !same_kind {
+            let mut dense = vec![0f32; rows * cols];
+            let mut r = 0;
+            for p in &parts {
+                for j in 0..p.rows() {
+                    p.dequantize_row(j, &mut dense[r * cols..(r + 1) * cols]);
+                    r += 1;
+                }
+            }
+            return if cols % BLOCK == 0 {
+                WeightMatrix::q8_0_from_f32(&dense, rows, cols)
+            } else {
+                WeightMatrix::F32 { rows, cols, data: dense }
+            };
+        }
+        let mut iter = parts.into_iter();
+        let mut acc = iter.next().expect("at least one matrix");
+        for p in iter {
+            match (&mut acc, p) {
+                (
+                    WeightMatrix::Q4_1 { scales, mins, nibbles, .. },
+                    WeightMatrix::Q4_1 { scales: s, mins: m, nibbles: n, .. },
+                ) => {
+                    scales.extend(s);
+                    mins.extend(m);
+                    nibbles.extend(n);
+                }
+                (
+                    WeightMatrix::Q8_0 { scales, values, .. },
+                    WeightMatrix::Q8_0 { scales: s, values: v, .. },
+                ) => {
+                    scales.extend(s);
+                    values.extend(v);
+                }
+                (WeightMatrix::F32 { data, .. }, WeightMatrix::F32 { data: d, .. }) => {
+                    data.extend(d);
+                }
+                _ => unreachable!("kinds checked above"),
+            }
+        }
+        match &mut acc {
+            WeightMatrix::Q4_1 { rows: r, .. }
+            | WeightMatrix::Q8_0 { rows: r, .. }
+            | WeightMatrix::F32 { rows: r, .. } => *r = rows,
+        }
+        acc
+    }
+
     /// Output features.
     pub(crate) fn rows(&self) -> usize {
         match self {

@@ -1,0 +1,298 @@
+//! The decoder-only transformer forward pass shared by the Llama and Qwen3 loaders, with a per-trace
+//! KV cache so that traces can leave a batch independently.
+//!
+//! Llama (RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP) follows
+//! <https://github.com/ggml-org/llama.cpp/blob/master/src/models/llama.cpp>; Qwen3 adds a per-head
+//! RMSNorm on queries and keys before the rotation
+//! (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen3/modeling_qwen3.py>).
+//!
+//! One forward call takes any mix of sequences and token counts: a prompt prefill is one sequence with
+//! many tokens, a lockstep decode step is many sequences with one token each. Tokens are the rows of
+//! every matrix product, so the weights are read once per step whatever the batch.
+
+use rayon::prelude::*;
+
+use crate::kernels::{MatmulScratch, WeightMatrix, dot_f32};
+
+/// How rotary embeddings pair the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RopeStyle {
+    /// Pairs `(2i, 2i+1)`: llama.cpp's Llama GGUF layout (Q/K rows permuted by the converter).
+    Interleaved,
+    /// Pairs `(i, i + d/2)`: Hugging Face layout and llama.cpp's Qwen3 ("NeoX").
+    Neox,
+}
+
+/// Shape and hyper-parameters of a decoder.
+#[derive(Debug, Clone)]
+pub(crate) struct DecoderConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    pub context_length: usize,
+    pub vocab: usize,
+}
+
+impl DecoderConfig {
+    fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// Weights of one transformer block. `qkv` holds the query, key and value projections stacked by
+/// rows, `gate_up` the gate and up projections, so each is one pass over the weights.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub qkv: WeightMatrix,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub attn_out: WeightMatrix,
+    pub ffn_norm: Vec<f32>,
+    pub gate_up: WeightMatrix,
+    pub down: WeightMatrix,
+}
+
+/// All weights of a decoder.
+#[derive(Debug, Clone)]
+pub(crate) struct Decoder {
+    pub config: DecoderConfig,
+    pub embedding: WeightMatrix,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Vec<f32>,
+    /// The output projection; `None` when tied to the embedding.
+    pub output: Option<WeightMatrix>,
+}
+
+/// Keys and values of one sequence, per layer, `len` positions of `kv_dim` values each.
+#[derive(Debug, Clone)]
+pub(crate) struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub(crate) fn new(layers: usize) -> Self {
+        Self {
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+            len: 0,
+        }
+    }
+
+    /// Positions stored.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Reusable buffers of a forward pass.
+#[derive(Debug, Default)]
+pub(crate) struct Workspace {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    last: Vec<f32>,
+    rope: Vec<(f32, f32)>,
+    matmul: MatmulScratch,
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_sq = dot_f32(x, x) / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let mean_sq = dot_f32(x, x) / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for (v, &w) in x.iter_mut().zip(weight) {
+        *v *= scale * w;
+    }
+}
+
+fn apply_rope(head: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
+    let half = head.len() / 2;
+    for (i, &(cos, sin)) in table.iter().enumerate() {
+        let (a, b) = match style {
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + half),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos - x1 * sin;
+        head[b] = x0 * sin + x1 * cos;
+    }
+}
+
+impl Decoder {
+    /// The output projection (the embedding when tied).
+    fn output(&self) -> &WeightMatrix {
+        self.output.as_ref().unwrap_or(&self.embedding)
+    }
+
+    /// Runs `tokens[s]` through sequence `caches[s]` for every `s`, appending to the caches, and
+    /// returns the logits of the last token of every sequence (`caches.len() x vocab`, row-major).
+    pub(crate) fn forward(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        ws: &mut Workspace,
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let (hidden, q_dim, kv_dim, hd) = (c.hidden, c.q_dim(), c.kv_dim(), c.head_dim);
+        // (sequence, position) of every row.
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        for (s, toks) in tokens.iter().enumerate() {
+            let start = caches[s].len;
+            rows.extend((0..toks.len()).map(|i| (s, start + i)));
+        }
+        let m = rows.len();
+
+        // One rotation table per row, shared by every layer and head.
+        let half = hd / 2;
+        ws.rope.clear();
+        for &(_, pos) in &rows {
+            for i in 0..half {
+                let freq = c.rope_theta.powf(-(2 * i) as f32 / hd as f32);
+                let angle = pos as f32 * freq;
+                ws.rope.push((angle.cos(), angle.sin()));
+            }
+        }
+
+        ws.x.resize(m * hidden, 0.0);
+        for (row, tok) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
+            self.embedding
+                .dequantize_row(*tok as usize, &mut ws.x[row * hidden..(row + 1) * hidden]);
+        }
+        ws.normed.resize(m * hidden, 0.0);
+        ws.qkv.resize(m * (q_dim + 2 * kv_dim), 0.0);
+        ws.attn.resize(m * q_dim, 0.0);
+        ws.proj.resize(m * hidden, 0.0);
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            for (x, n) in ws.x.chunks_exact(hidden).zip(ws.normed.chunks_exact_mut(hidden)) {
+                rms_norm(x, &layer.attn_norm, c.rms_eps, n);
+            }
+            layer.qkv.matmul(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
+            let qkv_width = q_dim + 2 * kv_dim;
+            for (r, row) in ws.qkv.chunks_exact_mut(qkv_width).enumerate() {
+                let table = &ws.rope[r * half..(r + 1) * half];
+                let (q, kv) = row.split_at_mut(q_dim);
+                for head in q.chunks_exact_mut(hd) {
+                    if let Some(w) = &layer.q_norm {
+                        rms_norm_in_place(head, w, c.rms_eps);
+                    }
+                    apply_rope(head, table, c.rope_style);
+                }
+                for head in kv[..kv_dim].chunks_exact_mut(hd) {
+                    if let Some(w) = &layer.k_norm {
+                        rms_norm_in_place(head, w, c.rms_eps);
+                    }
+                    apply_rope(head, table, c.rope_style);
+                }
+                let (s, _) = rows[r];
+                caches[s].keys[li].extend_from_slice(&kv[..kv_dim]);
+                caches[s].values[li].extend_from_slice(&kv[kv_dim..]);
+            }
+            // Attention of every row over its own sequence up to its position (causal).
+            let caches_ro: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+            let group = c.heads / c.kv_heads;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let qkv_ref = &ws.qkv;
+            let rows_ref = &rows;
+            ws.attn
+                .par_chunks_mut(q_dim)
+                .enumerate()
+                .with_min_len(4)
+                .for_each(|(r, out)| {
+                    let (s, pos) = rows_ref[r];
+                    let keys = &caches_ro[s].keys[li];
+                    let values = &caches_ro[s].values[li];
+                    let q = &qkv_ref[r * qkv_width..r * qkv_width + q_dim];
+                    let mut scores = vec![0f32; pos + 1];
+                    for h in 0..c.heads {
+                        let kvh = h / group;
+                        let qh = &q[h * hd..(h + 1) * hd];
+                        let mut max = f32::NEG_INFINITY;
+                        for (t, sc) in scores.iter_mut().enumerate() {
+                            let k = &keys[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                            *sc = dot_f32(qh, k) * scale;
+                            max = max.max(*sc);
+                        }
+                        let mut total = 0f32;
+                        for sc in scores.iter_mut() {
+                            *sc = (*sc - max).exp();
+                            total += *sc;
+                        }
+                        let o = &mut out[h * hd..(h + 1) * hd];
+                        o.fill(0.0);
+                        for (t, &p) in scores.iter().enumerate() {
+                            let v = &values[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                            let w = p / total;
+                            for (oi, &vi) in o.iter_mut().zip(v) {
+                                *oi += w * vi;
+                            }
+                        }
+                    }
+                });
+            layer.attn_out.matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
+            for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
+                *x += p;
+            }
+
+            for (x, n) in ws.x.chunks_exact(hidden).zip(ws.normed.chunks_exact_mut(hidden)) {
+                rms_norm(x, &layer.ffn_norm, c.rms_eps, n);
+            }
+            let inter = layer.gate_up.rows() / 2;
+            ws.gate_up.resize(m * 2 * inter, 0.0);
+            layer.gate_up.matmul(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
+            ws.act.resize(m * inter, 0.0);
+            for (row, act) in ws.gate_up.chunks_exact(2 * inter).zip(ws.act.chunks_exact_mut(inter)) {
+                let (gate, up) = row.split_at(inter);
+                for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
+                    *a = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            layer.down.matmul(&ws.act, m, &mut ws.proj, &mut ws.matmul);
+            for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
+                *x += p;
+            }
+        }
+        for (s, toks) in tokens.iter().enumerate() {
+            caches[s].len += toks.len();
+        }
+
+        // Logits only for the last token of each sequence.
+        let n_seq = tokens.len();
+        ws.last.resize(n_seq * hidden, 0.0);
+        let mut row = 0;
+        for (s, toks) in tokens.iter().enumerate() {
+            row += toks.len();
+            rms_norm(
+                &ws.x[(row - 1) * hidden..row * hidden],
+                &self.final_norm,
+                c.rms_eps,
+                &mut ws.last[s * hidden..(s + 1) * hidden],
+            );
+        }
+        let mut logits = vec![0f32; n_seq * c.vocab];
+        self.output()
+            .matmul(&ws.last, n_seq, &mut logits, &mut ws.matmul);
+        logits
+    }
+}

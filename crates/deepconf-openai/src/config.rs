@@ -1,0 +1,377 @@
+//! Client settings and the builder of [`OpenAiModel`](crate::OpenAiModel).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deepconf_core::ChatMessage;
+use serde_json::{Map, Value};
+
+use crate::{OpenAiError, OpenAiModel, Result};
+
+/// Environment variable read for the API key unless the builder names another.
+pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
+
+/// Formats chat messages into a plain prompt for the completions endpoint (which has no chat template).
+#[derive(Clone)]
+pub struct PromptTemplate {
+    name: &'static str,
+    format: Arc<dyn Fn(&[ChatMessage]) -> String + Send + Sync>,
+}
+
+impl fmt::Debug for PromptTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PromptTemplate")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PromptTemplate {
+    /// ChatML (`<|im_start|>role\ncontent<|im_end|>\n` per message, then the assistant header), as
+    /// used by SmolLM2 and Qwen. No default system prompt is added: give one explicitly to match a
+    /// template that adds it.
+    pub fn chatml() -> Self {
+        Self::custom("chatml", |messages| {
+            let mut prompt = String::new();
+            for message in messages {
+                prompt.push_str("<|im_start|>");
+                prompt.push_str(message.role.as_str());
+                prompt.push('\n');
+                prompt.push_str(&message.content);
+                prompt.push_str("<|im_end|>\n");
+            }
+            prompt.push_str("<|im_start|>assistant\n");
+            prompt
+        })
+    }
+
+    /// The non-empty message contents joined by blank lines, roles dropped: for base models.
+    pub fn plain() -> Self {
+        Self::custom("plain", |messages| {
+            messages
+                .iter()
+                .filter(|m| !m.content.is_empty())
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        })
+    }
+
+    /// Any formatting function; `name` appears in `Debug` output.
+    pub fn custom(
+        name: &'static str,
+        format: impl Fn(&[ChatMessage]) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            format: Arc::new(format),
+        }
+    }
+
+    /// Formats `messages`.
+    pub fn format(&self, messages: &[ChatMessage]) -> String {
+        (self.format)(messages)
+    }
+}
+
+/// Which OpenAI-compatible endpoint generates the traces.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// `POST {base}/chat/completions` with `logprobs: true, top_logprobs: k`; the server applies the
+    /// model's chat template. The default.
+    Chat,
+    /// `POST {base}/completions` with `logprobs: k`; `template` formats the messages client-side.
+    /// Top logprobs arrive keyed by decoded text, so two candidates decoding to the same text collapse
+    /// unless token ids are requested (see [`OpenAiBuilder::token_ids_as_strings`]).
+    Completions {
+        /// Formats the chat messages into the prompt.
+        template: PromptTemplate,
+    },
+}
+
+/// Everything the client needs to talk to one server; built by [`OpenAiBuilder`].
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// API root including the version path, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// Model name sent with every request (vLLM: the served model name).
+    pub model: String,
+    /// Bearer token, if any.
+    pub api_key: Option<String>,
+    /// Chat or completions endpoint.
+    pub endpoint: Endpoint,
+    /// Stream tokens as server-sent events (needed to cut traces mid-generation).
+    pub stream: bool,
+    /// Most requests in flight at once over this model and all its clones.
+    pub max_concurrency: usize,
+    /// Retries after the first attempt on connection errors, timeouts, 408, 429 and 5xx.
+    pub max_retries: u32,
+    /// Wait before the first retry; doubles each retry up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Longest silence allowed while waiting for the answer or the next streamed bytes.
+    pub read_timeout: Duration,
+    /// Ask for token ids as `token_id:N` strings (vLLM's `return_tokens_as_token_ids`).
+    pub token_ids_as_strings: bool,
+    /// Ask for a usage chunk at the end of a stream (`stream_options.include_usage`), which gives
+    /// the prompt's token count.
+    pub include_usage: bool,
+    /// Extra JSON fields merged into every request body (they override the generated ones).
+    pub extra_body: Map<String, Value>,
+}
+
+/// Builder of [`OpenAiModel`]; start with [`OpenAiModel::builder`].
+#[derive(Debug, Clone)]
+pub struct OpenAiBuilder {
+    config: OpenAiConfig,
+    api_key_env: Option<String>,
+}
+
+impl OpenAiBuilder {
+    pub(crate) fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            config: OpenAiConfig {
+                base_url: base_url.into(),
+                model: model.into(),
+                api_key: None,
+                endpoint: Endpoint::Chat,
+                stream: true,
+                max_concurrency: 8,
+                max_retries: 4,
+                initial_backoff: Duration::from_millis(250),
+                max_backoff: Duration::from_secs(8),
+                connect_timeout: Duration::from_secs(10),
+                read_timeout: Duration::from_secs(120),
+                token_ids_as_strings: false,
+                include_usage: true,
+                extra_body: Map::new(),
+            },
+            api_key_env: Some(API_KEY_ENV.to_string()),
+        }
+    }
+
+    /// Uses this API key (overrides the environment).
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(key.into());
+        self.api_key_env = None;
+        self
+    }
+
+    /// Reads the API key from environment variable `name` at build time (default `OPENAI_API_KEY`);
+    /// an unset or empty variable means no key.
+    #[must_use]
+    pub fn api_key_env(mut self, name: impl Into<String>) -> Self {
+        self.api_key_env = Some(name.into());
+        self.config.api_key = None;
+        self
+    }
+
+    /// Sends no API key at all.
+    #[must_use]
+    pub fn no_api_key(mut self) -> Self {
+        self.api_key_env = None;
+        self.config.api_key = None;
+        self
+    }
+
+    /// Chooses the endpoint (default [`Endpoint::Chat`]).
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.config.endpoint = endpoint;
+        self
+    }
+
+    /// Streams tokens (default `true`). Without streaming a terminated trace is cut client-side
+    /// after the server has generated it in full.
+    #[must_use]
+    pub fn stream(mut self, stream: bool) -> Self {
+        self.config.stream = stream;
+        self
+    }
+
+    /// Most requests in flight at once (default 8), shared by all clones of the model.
+    #[must_use]
+    pub fn max_concurrency(mut self, limit: usize) -> Self {
+        self.config.max_concurrency = limit;
+        self
+    }
+
+    /// Retries after the first attempt (default 4).
+    #[must_use]
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.max_retries = retries;
+        self
+    }
+
+    /// First and longest wait between retries (default 250 ms and 8 s).
+    #[must_use]
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.initial_backoff = initial;
+        self.config.max_backoff = max;
+        self
+    }
+
+    /// Time allowed to connect (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Longest silence while waiting for bytes of the answer (default 120 s).
+    #[must_use]
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// Asks vLLM for `token_id:N` token strings, so every step carries its token id and completions
+    /// top logprobs no longer collapse candidates with equal text (default `false`).
+    #[must_use]
+    pub fn token_ids_as_strings(mut self, enabled: bool) -> Self {
+        self.config.token_ids_as_strings = enabled;
+        self
+    }
+
+    /// Asks for the usage chunk at the end of a stream (default `true`).
+    #[must_use]
+    pub fn include_usage(mut self, enabled: bool) -> Self {
+        self.config.include_usage = enabled;
+        self
+    }
+
+    /// Adds a JSON field to every request body, e.g. `("repetition_penalty", 1.0.into())`.
+    #[must_use]
+    pub fn extra_body_field(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.config.extra_body.insert(name.into(), value);
+        self
+    }
+
+    /// Checks the settings and builds the model.
+    pub fn build(mut self) -> Result<OpenAiModel> {
+        if let Some(name) = self.api_key_env.take() {
+            self.config.api_key = std::env::var(&name).ok().filter(|k| !k.is_empty());
+        }
+        self.config.base_url = normalize_base_url(&self.config.base_url)?;
+        if self.config.model.trim().is_empty() {
+            return Err(OpenAiError::InvalidConfig {
+                parameter: "model",
+                value: format!("{:?}", self.config.model),
+                reason: "must name the served model (vLLM: --served-model-name or the model path)",
+            });
+        }
+        if self.config.max_concurrency == 0 {
+            return Err(OpenAiError::InvalidConfig {
+                parameter: "max_concurrency",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if self.config.connect_timeout.is_zero() || self.config.read_timeout.is_zero() {
+            return Err(OpenAiError::InvalidConfig {
+                parameter: "connect_timeout/read_timeout",
+                value: format!(
+                    "{:?}/{:?}",
+                    self.config.connect_timeout, self.config.read_timeout
+                ),
+                reason: "must be positive",
+            });
+        }
+        Ok(OpenAiModel::from_config(self.config))
+    }
+}
+
+/// `http://host:port` and `http://host:port/` become `http://host:port/v1`; any other path is kept
+/// (without a trailing slash), so `https://proxy/openai/v1` works as given.
+fn normalize_base_url(raw: &str) -> Result<String> {
+    let trimmed = raw.trim();
+    let invalid = |reason| OpenAiError::InvalidConfig {
+        parameter: "base_url",
+        value: raw.to_string(),
+        reason,
+    };
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| invalid("must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(invalid("has no host"));
+    }
+    let without_slash = trimmed.trim_end_matches('/');
+    if without_slash.len() == trimmed.len() - rest.len() + host.len() {
+        Ok(format!("{without_slash}/v1"))
+    } else {
+        Ok(without_slash.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_gets_v1_only_without_a_path() {
+        assert_eq!(
+            normalize_base_url("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(
+            normalize_base_url("http://h:1/").unwrap(),
+            "http://h:1/v1"
+        );
+        assert_eq!(
+            normalize_base_url("https://h/v1/").unwrap(),
+            "https://h/v1"
+        );
+        assert_eq!(
+            normalize_base_url("https://h/proxy/openai/v1").unwrap(),
+            "https://h/proxy/openai/v1"
+        );
+        let err = normalize_base_url("127.0.0.1:8000").unwrap_err();
+        assert!(err.to_string().contains("base_url"), "{err}");
+        assert!(normalize_base_url("http:///v1").is_err());
+    }
+
+    #[test]
+    fn chatml_formats_every_turn_and_opens_the_answer() {
+        let prompt = PromptTemplate::chatml().format(&[
+            ChatMessage::system("Be brief."),
+            ChatMessage::user("Hi"),
+        ]);
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn builder_rejects_empty_model_and_zero_concurrency() {
+        let err = OpenAiModel::builder("http://h:1", " ").build().unwrap_err();
+        assert!(err.to_string().contains("model"), "{err}");
+        let err = OpenAiModel::builder("http://h:1", "m")
+            .max_concurrency(0)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn explicit_api_key_wins_over_environment() {
+        let model = OpenAiModel::builder("http://h:1", "m")
+            .api_key("secret")
+            .build()
+            .unwrap();
+        assert_eq!(model.config().api_key.as_deref(), Some("secret"));
+        let model = OpenAiModel::builder("http://h:1", "m")
+            .api_key_env("DEEPCONF_OPENAI_TEST_SURELY_UNSET_VARIABLE")
+            .build()
+            .unwrap();
+        assert_eq!(model.config().api_key, None);
+    }
+}

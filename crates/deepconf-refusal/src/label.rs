@@ -1,0 +1,125 @@
+//! Labels, scores and the evidence behind them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::{ScoreSource, WildGuardVerdict};
+
+/// What a response does with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalLabel {
+    /// The response declines the request (also: an empty answer, a redirect with no content).
+    Refusal,
+    /// The response does what was asked, including partial refusals that go on to comply.
+    Compliance,
+    /// There is no answer to judge: the response ends inside an unclosed `<think>` block.
+    Incomplete,
+}
+
+impl RefusalLabel {
+    /// Snake-case name, as serialised (`refusal`, `compliance`, `incomplete`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalLabel::Refusal => "refusal",
+            RefusalLabel::Compliance => "compliance",
+            RefusalLabel::Incomplete => "incomplete",
+        }
+    }
+
+    /// True for [`RefusalLabel::Refusal`].
+    pub fn is_refusal(self) -> bool {
+        self == RefusalLabel::Refusal
+    }
+}
+
+impl std::fmt::Display for RefusalLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One pattern that matched the normalised answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternMatch {
+    /// Id of the pattern in its [`PatternSet`](crate::PatternSet).
+    pub id: String,
+    /// The matched text (normalised: lower case, straight quotes, single spaces).
+    pub text: String,
+    /// Byte offset of the match in the normalised answer.
+    pub position: usize,
+    /// The pattern's weight times the position factor (a refusal usually opens the answer).
+    pub strength: f64,
+}
+
+/// Why a classifier chose its label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Refusal patterns matched; the strongest first.
+    Patterns {
+        /// Matched refusal patterns, strongest first.
+        matches: Vec<PatternMatch>,
+        /// A compliance opener ("Sure, ...") that weakened the weaker patterns, if any.
+        compliance_opener: Option<String>,
+    },
+    /// The answer refuses and then complies; `pivot` is where it turns.
+    PartialRefusal {
+        /// The refusal patterns before the pivot.
+        refusal: Vec<PatternMatch>,
+        /// The phrase where the answer turns to complying.
+        pivot: PatternMatch,
+    },
+    /// No refusal pattern matched (false positives that were set aside are listed).
+    NoRefusalPattern {
+        /// Refusal-looking phrases that a false-positive pattern explained away.
+        suppressed: Vec<PatternMatch>,
+    },
+    /// The answer is empty once thinking blocks are removed: the model said nothing.
+    EmptyAnswer,
+    /// The response opens a `<think>` block that never closes: it has no answer yet.
+    IncompleteThinking {
+        /// Bytes of thinking text after the unclosed tag.
+        thinking_bytes: usize,
+    },
+    /// An LLM judge decided.
+    Judge {
+        /// The judge's generated text, verbatim.
+        raw: String,
+        /// The parsed three-line verdict.
+        verdict: WildGuardVerdict,
+        /// Where the score came from.
+        score_source: ScoreSource,
+    },
+    /// An ensemble decided: what its first stage said, and what the judge said when consulted.
+    Ensemble {
+        /// The pattern stage's classification.
+        first: Box<Classification>,
+        /// The judge's classification, when it was consulted and answered.
+        judge: Option<Box<Classification>>,
+        /// The judge's error, when it was consulted and failed (the first stage's label stands).
+        judge_error: Option<String>,
+    },
+}
+
+/// A label, a refusal score in `[0, 1]` and the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    /// The label.
+    pub label: RefusalLabel,
+    /// Probability-like score that the response is a refusal; `0.5` (no information) for
+    /// [`RefusalLabel::Incomplete`].
+    pub score: f64,
+    /// Why.
+    pub evidence: Evidence,
+}
+
+impl Classification {
+    /// The classification of a response whose thinking block never closes.
+    pub fn incomplete(thinking_bytes: usize) -> Self {
+        Self {
+            label: RefusalLabel::Incomplete,
+            score: 0.5,
+            evidence: Evidence::IncompleteThinking { thinking_bytes },
+        }
+    }
+}
