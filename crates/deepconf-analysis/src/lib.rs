@@ -1,2 +1,9 @@
-//! Safety analysis of DeepConf runs: run records, confusion matrices with bootstrap intervals, percentile replay, statistics, plots and reports
+//! placeholder
 #![deny(missing_docs)]
+pub mod confusion;
+pub mod error;
+pub mod records;
+pub mod replay;
+pub mod stats;
+pub mod stratify;
+pub mod plots;

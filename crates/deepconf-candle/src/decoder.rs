@@ -168,7 +168,7 @@ impl Decoder {
         ws.rope.clear();
         for &(_, pos) in &rows {
             for i in 0..half {
-                let freq = c.rope_theta.powf(-(2 * i) as f32 / hd as f32);
+                let freq = c.rope_theta.powf(-((2 * i) as f32) / hd as f32);
                 let angle = pos as f32 * freq;
                 ws.rope.push((angle.cos(), angle.sin()));
             }

@@ -120,6 +120,11 @@ pub struct OpenAiConfig {
     /// Ask for a usage chunk at the end of a stream (`stream_options.include_usage`), which gives
     /// the prompt's token count.
     pub include_usage: bool,
+    /// Fail when a token has fewer than k candidates. Off by default: servers that key candidates
+    /// by decoded text (completions endpoints; llama-cpp-python on both endpoints) collapse
+    /// candidates that decode alike, so a short list is usually no fault; token confidence then
+    /// averages the candidates present.
+    pub strict_top_logprobs: bool,
     /// Extra JSON fields merged into every request body (they override the generated ones).
     pub extra_body: Map<String, Value>,
 }
@@ -148,6 +153,7 @@ impl OpenAiBuilder {
                 read_timeout: Duration::from_secs(120),
                 token_ids_as_strings: false,
                 include_usage: true,
+                strict_top_logprobs: false,
                 extra_body: Map::new(),
             },
             api_key_env: Some(API_KEY_ENV.to_string()),
@@ -242,6 +248,14 @@ impl OpenAiBuilder {
     #[must_use]
     pub fn include_usage(mut self, enabled: bool) -> Self {
         self.config.include_usage = enabled;
+        self
+    }
+
+    /// Fails on any token with fewer than k candidates (default `false`; see
+    /// [`OpenAiConfig::strict_top_logprobs`]).
+    #[must_use]
+    pub fn strict_top_logprobs(mut self, strict: bool) -> Self {
+        self.config.strict_top_logprobs = strict;
         self
     }
 

@@ -70,8 +70,10 @@ pub enum OpenAiError {
     },
     /// The stream ended without a `finish_reason`: the server dropped or interrupted the request.
     #[error(
-        "stream from {url} ended after {tokens} tokens without a finish_reason (server restarted, \
-         or llama-cpp-python running with --interrupt_requests true cut it for another request)"
+        "stream from {url} ended after {tokens} tokens without a finish_reason: the server failed \
+         or was stopped mid-stream (see its log; llama-cpp-python reports errors such as an \
+         over-long prompt only there when streaming, and with --interrupt_requests true it cuts a \
+         stream whenever another request arrives)"
     )]
     IncompleteStream {
         /// The request URL.

@@ -186,7 +186,11 @@ impl OpenAiModel {
                 ));
             }
         };
-        let mut assembler = TraceAssembler::new(spec, request.sampling.top_logprobs);
+        let mut assembler = TraceAssembler::new(
+            spec,
+            request.sampling.top_logprobs,
+            self.config.strict_top_logprobs,
+        );
         let reader = response.into_reader();
         let result = if self.config.stream {
             self.read_stream(url, reader, &mut assembler, sink)
@@ -369,6 +373,7 @@ impl OpenAiModel {
 struct TraceAssembler {
     spec: TraceSpec,
     top_k: usize,
+    strict: bool,
     text: String,
     steps: Vec<TokenStep>,
     finish_reason: Option<String>,
@@ -377,10 +382,11 @@ struct TraceAssembler {
 }
 
 impl TraceAssembler {
-    fn new(spec: TraceSpec, top_k: usize) -> Self {
+    fn new(spec: TraceSpec, top_k: usize, strict: bool) -> Self {
         Self {
             spec,
             top_k,
+            strict,
             text: String::new(),
             steps: Vec::new(),
             finish_reason: None,
@@ -425,7 +431,7 @@ impl TraceAssembler {
                     token_index,
                 });
             }
-            if raw.top.len() < self.top_k && !(raw.keyed_by_text && !ids_only) {
+            if self.strict && raw.top.len() < self.top_k {
                 return Err(OpenAiError::TooFewLogprobs {
                     url: url.to_string(),
                     token_index,

@@ -77,9 +77,6 @@ pub(crate) struct RawToken {
     pub id: Option<u32>,
     pub logprob: f32,
     pub top: Vec<Candidate>,
-    /// Candidates came keyed by decoded text (completions endpoint), so candidates that decode
-    /// alike collapsed into one and a list shorter than k is no server fault.
-    pub keyed_by_text: bool,
 }
 
 /// What one streamed chunk (or a whole non-streamed answer) contributes to a trace.
@@ -171,7 +168,6 @@ fn chat_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
                 text: text.to_string(),
                 logprob,
                 top,
-                keyed_by_text: false,
             })
         })
         .collect()
@@ -222,7 +218,6 @@ fn completion_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
                 text: text.to_string(),
                 logprob,
                 top,
-                keyed_by_text: true,
             })
         })
         .collect()
@@ -366,7 +361,6 @@ mod tests {
                 Candidate { id: None, logprob: -0.1 },
                 Candidate { id: None, logprob: -1.0 },
             ],
-            keyed_by_text: false,
         };
         let step = token_step(raw, "a".into(), 2);
         assert_eq!(step.top_logprobs, vec![-0.1, -1.0]);

@@ -1,0 +1,381 @@
+//! Loading weights from GGUF and safetensors files into the shared [`Decoder`](crate::decoder::Decoder).
+
+pub(crate) mod llama;
+pub(crate) mod qwen3;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor};
+use half::f16;
+
+use crate::decoder::{Decoder, LayerWeights};
+use crate::kernels::{BLOCK, WeightMatrix};
+use crate::{Error, Result, WeightFormat};
+
+/// An open GGUF file: metadata plus a reader for its tensors.
+pub(crate) struct GgufFile {
+    pub path: PathBuf,
+    pub content: gguf_file::Content,
+    reader: BufReader<File>,
+}
+
+impl GgufFile {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            message: format!("not a readable GGUF file: {e}"),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    fn model_error(&self, message: String) -> Error {
+        Error::Model {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    pub(crate) fn architecture(&self) -> Result<String> {
+        self.string("general.architecture")
+    }
+
+    pub(crate) fn string(&self, key: &str) -> Result<String> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_string().ok().cloned())
+            .ok_or_else(|| self.model_error(format!("missing string metadata `{key}`")))
+    }
+
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
+        let v = self
+            .content
+            .metadata
+            .get(key)
+            .ok_or_else(|| self.model_error(format!("missing metadata `{key}`")))?;
+        v.to_u32()
+            .map(|x| x as usize)
+            .or_else(|_| v.to_u64().map(|x| x as usize))
+            .map_err(|e| self.model_error(format!("metadata `{key}`: {e}")))
+    }
+
+    pub(crate) fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+        match self.content.metadata.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .to_f32()
+                .map_err(|e| self.model_error(format!("metadata `{key}`: {e}"))),
+        }
+    }
+
+    pub(crate) fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| Error::Model {
+                path: self.path.clone(),
+                message: format!("tensor `{name}`: {e}"),
+            })
+    }
+
+    /// A 1-D tensor as f32.
+    pub(crate) fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
+        let t = self.qtensor(name)?;
+        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// A 2-D weight (`rows` = output features) in `format`.
+    pub(crate) fn matrix(&mut self, name: &str, format: WeightFormat) -> Result<WeightMatrix> {
+        let t = self.qtensor(name)?;
+        let (rows, cols) = t.shape().dims2().map_err(|e| Error::Model {
+            path: self.path.clone(),
+            message: format!("tensor `{name}`: {e}"),
+        })?;
+        let native = match (format, t.dtype()) {
+            (WeightFormat::Native, GgmlDType::Q4_1) => Some(q4_1_from_bytes(&t.data()?, rows, cols)),
+            (WeightFormat::Native | WeightFormat::Q8_0, GgmlDType::Q8_0) => {
+                Some(q8_0_from_bytes(&t.data()?, rows, cols))
+            }
+            _ => None,
+        };
+        if let Some(m) = native {
+            return Ok(m);
+        }
+        let dense = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(dense_to_format(dense, rows, cols, format))
+    }
+}
+
+/// Puts a dense matrix in the requested format (`Native` of a dense tensor is f32).
+pub(crate) fn dense_to_format(
+    dense: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    format: WeightFormat,
+) -> WeightMatrix {
+    match format {
+        WeightFormat::Q8_0 if cols % BLOCK == 0 => WeightMatrix::q8_0_from_f32(&dense, rows, cols),
+        _ => WeightMatrix::F32 {
+            rows,
+            cols,
+            data: dense,
+        },
+    }
+}
+
+fn f16_at(bytes: &[u8], offset: usize) -> f32 {
+    f16::from_le_bytes([bytes[offset], bytes[offset + 1]]).to_f32()
+}
+
+/// ggml `block_q4_1`: f16 d, f16 m, 16 bytes of nibbles (20 bytes per 32 values).
+fn q4_1_from_bytes(bytes: &[u8], rows: usize, cols: usize) -> WeightMatrix {
+    let blocks = rows * cols / BLOCK;
+    let (mut scales, mut mins, mut nibbles) = (
+        Vec::with_capacity(blocks),
+        Vec::with_capacity(blocks),
+        Vec::with_capacity(blocks * 16),
+    );
+    for block in bytes.chunks_exact(20).take(blocks) {
+        scales.push(f16_at(block, 0));
+        mins.push(f16_at(block, 2));
+        nibbles.extend_from_slice(&block[4..20]);
+    }
+    WeightMatrix::Q4_1 {
+        rows,
+        cols,
+        scales,
+        mins,
+        nibbles,
+    }
+}
+
+/// ggml `block_q8_0`: f16 d, 32 signed bytes (34 bytes per 32 values).
+fn q8_0_from_bytes(bytes: &[u8], rows: usize, cols: usize) -> WeightMatrix {
+    let blocks = rows * cols / BLOCK;
+    let (mut scales, mut values) = (Vec::with_capacity(blocks), Vec::with_capacity(rows * cols));
+    for block in bytes.chunks_exact(34).take(blocks) {
+        scales.push(f16_at(block, 0));
+        values.extend(block[2..34].iter().map(|&b| b as i8));
+    }
+    WeightMatrix::Q8_0 {
+        rows,
+        cols,
+        scales,
+        values,
+    }
+}
+
+/// Loads the transformer blocks of a llama.cpp-style GGUF (`blk.N.*` names).
+pub(crate) fn gguf_layers(
+    gguf: &mut GgufFile,
+    layers: usize,
+    qk_norm: bool,
+    format: WeightFormat,
+) -> Result<Vec<LayerWeights>> {
+    (0..layers)
+        .map(|i| {
+            let p = format!("blk.{i}");
+            let qkv = WeightMatrix::stack_rows(vec![
+                gguf.matrix(&format!("{p}.attn_q.weight"), format)?,
+                gguf.matrix(&format!("{p}.attn_k.weight"), format)?,
+                gguf.matrix(&format!("{p}.attn_v.weight"), format)?,
+            ]);
+            let gate_up = WeightMatrix::stack_rows(vec![
+                gguf.matrix(&format!("{p}.ffn_gate.weight"), format)?,
+                gguf.matrix(&format!("{p}.ffn_up.weight"), format)?,
+            ]);
+            let (q_norm, k_norm) = if qk_norm {
+                (
+                    Some(gguf.vector(&format!("{p}.attn_q_norm.weight"))?),
+                    Some(gguf.vector(&format!("{p}.attn_k_norm.weight"))?),
+                )
+            } else {
+                (None, None)
+            };
+            Ok(LayerWeights {
+                attn_norm: gguf.vector(&format!("{p}.attn_norm.weight"))?,
+                qkv,
+                q_norm,
+                k_norm,
+                attn_out: gguf.matrix(&format!("{p}.attn_output.weight"), format)?,
+                ffn_norm: gguf.vector(&format!("{p}.ffn_norm.weight"))?,
+                gate_up,
+                down: gguf.matrix(&format!("{p}.ffn_down.weight"), format)?,
+            })
+        })
+        .collect()
+}
+
+/// Embedding, final norm and output projection of a llama.cpp-style GGUF.
+pub(crate) fn gguf_head(
+    gguf: &mut GgufFile,
+    format: WeightFormat,
+) -> Result<(WeightMatrix, Vec<f32>, Option<WeightMatrix>)> {
+    let embedding = gguf.matrix("token_embd.weight", format)?;
+    let final_norm = gguf.vector("output_norm.weight")?;
+    let output = if gguf.has_tensor("output.weight") {
+        Some(gguf.matrix("output.weight", format)?)
+    } else {
+        None
+    };
+    Ok((embedding, final_norm, output))
+}
+
+/// Tensors of a safetensors checkpoint (one or several shards), converted to f32 on demand.
+pub(crate) struct SafetensorsWeights {
+    dir: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl SafetensorsWeights {
+    pub(crate) fn load(dir: &Path, files: &[PathBuf]) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for f in files {
+            let part = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| Error::Model {
+                path: f.clone(),
+                message: format!("not a readable safetensors file: {e}"),
+            })?;
+            tensors.extend(part);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tensors,
+        })
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| Error::Model {
+            path: self.dir.clone(),
+            message: format!("missing tensor `{name}`"),
+        })
+    }
+
+    pub(crate) fn vector(&self, name: &str) -> Result<Vec<f32>> {
+        Ok(self
+            .tensor(name)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    pub(crate) fn matrix(&self, name: &str, format: WeightFormat) -> Result<WeightMatrix> {
+        let t = self.tensor(name)?;
+        let (rows, cols) = t.dims2().map_err(|e| Error::Model {
+            path: self.dir.clone(),
+            message: format!("tensor `{name}`: {e}"),
+        })?;
+        let dense = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(dense_to_format(dense, rows, cols, format))
+    }
+}
+
+/// Checks that the embedding covers the vocabulary the decoder reports.
+pub(crate) fn check_shapes(decoder: &Decoder, path: &Path) -> Result<()> {
+    let c = &decoder.config;
+    let bad = |message: String| {
+        Err(Error::Model {
+            path: path.to_path_buf(),
+            message,
+        })
+    };
+    if decoder.embedding.cols() != c.hidden {
+        return bad(format!(
+            "embedding width {} differs from hidden size {}",
+            decoder.embedding.cols(),
+            c.hidden
+        ));
+    }
+    if c.heads == 0 || c.kv_heads == 0 || c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+        return bad(format!(
+            "unsupported attention shape: {} heads, {} kv heads, head dim {}",
+            c.heads, c.kv_heads, c.head_dim
+        ));
+    }
+    for (i, l) in decoder.layers.iter().enumerate() {
+        let want = c.heads * c.head_dim + 2 * c.kv_heads * c.head_dim;
+        if l.qkv.rows() != want || l.qkv.cols() != c.hidden {
+            return bad(format!("layer {i}: attention projections have an unexpected shape"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+    use crate::decoder::{KvCache, Workspace};
+
+    #[test]
+    fn scratch_compare_llama_cpp() {
+        let path = crate::options::default_path_for_scratch();
+        for format in [WeightFormat::Native, WeightFormat::F32] {
+            let mut g = GgufFile::open(&path).unwrap();
+            let d = llama::load_gguf(&mut g, format).unwrap();
+            let ids = [1u32, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
+            let mut cache = KvCache::new(d.config.layers);
+            let mut ws = Workspace::default();
+            let logits = d.forward(&mut [&mut cache], &[&ids[..]], &mut ws);
+            let max = logits.iter().copied().fold(f32::MIN, f32::max);
+            let lse = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+            let top = crate::sampling::top_k_indices(&logits, 5);
+            println!("{format:?} {:?}", top.iter().map(|&t| (t, logits[t as usize] - lse)).collect::<Vec<_>>());
+            // one-by-one decode must agree with prefill
+            let mut c2 = KvCache::new(d.config.layers);
+            let mut last = vec![];
+            for t in ids { last = d.forward(&mut [&mut c2], &[&[t][..]], &mut ws); }
+            let diff = last.iter().zip(&logits).map(|(a,b)| (a-b).abs()).fold(0f32, f32::max);
+            println!("prefill vs stepwise max diff {diff}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod scratch_speed {
+    use super::*;
+    use crate::decoder::{KvCache, Workspace};
+
+    #[test]
+    fn scratch_speed() {
+        let path = crate::options::default_path_for_scratch();
+        for format in [WeightFormat::Native, WeightFormat::Q8_0] {
+            let mut g = GgufFile::open(&path).unwrap();
+            let d = llama::load_gguf(&mut g, format).unwrap();
+            let mut ws = Workspace::default();
+            for b in [1usize, 16] {
+                let mut caches: Vec<KvCache> = (0..b).map(|_| KvCache::new(d.config.layers)).collect();
+                let prompt: Vec<u32> = (0..20).collect();
+                for c in caches.iter_mut() { d.forward(&mut [c], &[&prompt[..]], &mut ws); }
+                let steps = 64;
+                let t = std::time::Instant::now();
+                for s in 0..steps {
+                    let toks: Vec<[u32;1]> = (0..b).map(|i| [(s * 7 + i) as u32 % 1000]).collect();
+                    let tr: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
+                    let mut cr: Vec<&mut KvCache> = caches.iter_mut().collect();
+                    d.forward(&mut cr, &tr, &mut ws);
+                }
+                let el = t.elapsed().as_secs_f64();
+                println!("{format:?} b={b}: {:.1} tok/s", (steps * b) as f64 / el);
+            }
+        }
+    }
+}

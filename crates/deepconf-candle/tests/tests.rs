@@ -1,0 +1,3 @@
+//! Integration tests of deepconf-candle (one entry point; modules per area).
+
+mod tokenizer;

@@ -1,0 +1,490 @@
+//! The command line shared by the examples ([`EvalArgs`], flattened into each example's parser) and
+//! the functions that turn it into a model, a classifier, instances and an [`Experiment`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use deepconf_analysis::records::{DatasetInfo, ModelInfo};
+use deepconf_core::policy::PolicyConfig;
+use deepconf_core::{LogprobModel, RunConfig, SamplingParams};
+use deepconf_datasets::{Benchmark, Dataset, DatasetSpec, Instance};
+use deepconf_refusal::{Ensemble, PatternClassifier, RefusalClassifier, WildGuardJudge};
+
+use crate::experiment::{Experiment, ExperimentConfig};
+use crate::progress::ProgressMode;
+use crate::seed::{Stratify, select_instances};
+use crate::{Error, Result};
+
+/// Which [`LogprobModel`] runs the prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Local CPU inference with candle (default model: the embedded SmolLM2-135M Q4_1 GGUF).
+    Candle,
+    /// An OpenAI-compatible server (`--base-url`), e.g. vLLM or llama.cpp's server.
+    Openai,
+}
+
+/// The sampling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyKind {
+    /// `--traces` complete traces, majority vote.
+    Fixed,
+    /// `--traces` complete traces, keep the top `--keep-percent`% by lowest group confidence.
+    Offline,
+    /// DeepConf online: `--warmup` traces set the threshold, later traces are cut below it.
+    Online,
+    /// The prototype's schedule (3 warmup, batches of 3, up to `--traces`).
+    Compat,
+}
+
+/// The refusal classifier that labels every trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassifierKind {
+    /// The normalising pattern classifier (fast, no model).
+    Patterns,
+    /// A WildGuard-format LLM judge (`--judge-model`).
+    Judge,
+    /// Patterns first, the judge when the pattern score is uncertain.
+    Ensemble,
+}
+
+/// The flags every evaluation example shares. Options left out take the example's [`Defaults`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Backend that generates the traces.
+    #[arg(long, value_enum, default_value_t = BackendKind::Candle)]
+    pub backend: BackendKind,
+    /// Model: a GGUF file or checkpoint directory (candle; default: the embedded SmolLM2), or the
+    /// served model's name (openai).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Benchmark file (CSV, parquet or JSONL); default: the benchmark's file in the deepconf cache
+    /// or on the hub.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run at most this many instances (a seeded, stratified sample); 0 = all.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Traces per instance (the budget of online/compat policies).
+    #[arg(long)]
+    pub traces: Option<usize>,
+    /// Sampling policy.
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyKind>,
+    /// Percent of traces kept: 10 = DeepConf-low, 90 = DeepConf-high (offline and online).
+    #[arg(long)]
+    pub keep_percent: Option<f64>,
+    /// Warmup traces of the online policy.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Sliding window of group confidence, in tokens.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Refusal classifier.
+    #[arg(long, value_enum, default_value_t = ClassifierKind::Patterns)]
+    pub classifier: ClassifierKind,
+    /// Judge model for `--classifier judge|ensemble`: a GGUF file (candle) or a served model name
+    /// (openai); default: the model under test.
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// Maximum generated tokens per trace.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Run seed: instance selection and every instance's sampling seed derive from it.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep every token's top-k log-probabilities in the trace records.
+    #[arg(long)]
+    pub store_logprobs: bool,
+    /// Continue the run in `--out` (same flags), skipping finished instances.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar (periodic log lines only).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// An example's defaults for the options a user leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    /// Name of the run (and of the default output directory `out/NAME`).
+    pub name: &'static str,
+    /// Instances (`None`: all).
+    pub limit: Option<usize>,
+    /// Traces per instance.
+    pub traces: usize,
+    /// Warmup traces (online).
+    pub warmup: usize,
+    /// Policy.
+    pub policy: PolicyKind,
+    /// Percent kept.
+    pub keep_percent: f64,
+    /// Maximum tokens per trace.
+    pub max_tokens: usize,
+    /// How instances are sampled when limited.
+    pub stratify: Stratify,
+}
+
+impl Defaults {
+    /// The README's main job, sized to finish in a few minutes on 2 CPU cores with the embedded
+    /// model: 24 behaviours stratified over functional categories, DeepConf online with 4 warmup
+    /// and at most 8 traces, 96 tokens per trace.
+    pub fn harmbench() -> Self {
+        Self {
+            name: "harmbench",
+            limit: Some(24),
+            traces: 8,
+            warmup: 4,
+            policy: PolicyKind::Online,
+            keep_percent: 10.0,
+            max_tokens: 96,
+            stratify: Stratify::Category,
+        }
+    }
+
+    /// A labelled benchmark with harmful and benign prompts (sample keeps the label ratio).
+    pub fn labelled(name: &'static str) -> Self {
+        Self {
+            name,
+            limit: Some(40),
+            stratify: Stratify::Label,
+            ..Self::harmbench()
+        }
+    }
+}
+
+/// The options resolved against an example's [`Defaults`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Run name.
+    pub name: String,
+    /// Instances to run (`None`: all).
+    pub limit: Option<usize>,
+    /// Policy, confidence and sampling settings (`sampling.seed` is the run seed).
+    pub run: RunConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// How instances are sampled.
+    pub stratify: Stratify,
+}
+
+impl EvalArgs {
+    /// Resolves the flags against `defaults` and checks them.
+    pub fn plan(&self, defaults: &Defaults) -> Result<Plan> {
+        let traces = self.traces.unwrap_or(defaults.traces);
+        let keep_percent = self.keep_percent.unwrap_or(defaults.keep_percent);
+        let policy = match self.policy.unwrap_or(defaults.policy) {
+            PolicyKind::Fixed => PolicyConfig::fixed(traces),
+            PolicyKind::Offline => PolicyConfig::offline(traces, keep_percent),
+            PolicyKind::Online => {
+                let warmup = self.warmup.unwrap_or(defaults.warmup).min(traces);
+                PolicyConfig::online(warmup, traces, keep_percent)
+            }
+            PolicyKind::Compat => match PolicyConfig::compat() {
+                PolicyConfig::Compat {
+                    warmup_traces,
+                    batch_size,
+                    percentile,
+                    ..
+                } => PolicyConfig::Compat {
+                    warmup_traces: warmup_traces.min(traces),
+                    batch_size,
+                    max_traces: traces,
+                    percentile,
+                },
+                other => other,
+            },
+        };
+        let mut run = RunConfig {
+            policy,
+            ..RunConfig::default()
+        };
+        if let Some(window) = self.window {
+            run.confidence.window = window;
+        }
+        run.sampling = SamplingParams {
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            seed: self.seed,
+            ..run.sampling
+        };
+        if let Some(t) = self.temperature {
+            run.sampling.temperature = t;
+        }
+        run.validate()?;
+        let limit = match self.limit.or(defaults.limit) {
+            Some(0) => None,
+            other => other,
+        };
+        Ok(Plan {
+            name: defaults.name.to_string(),
+            limit,
+            run,
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| Path::new("out").join(defaults.name)),
+            stratify: defaults.stratify,
+        })
+    }
+
+    fn progress_mode(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Auto
+        }
+    }
+
+    /// Loads `benchmark` from `--data` or its default file.
+    pub fn load_dataset(&self, benchmark: Benchmark) -> Result<Dataset> {
+        let spec = match &self.data {
+            Some(path) => DatasetSpec::local(benchmark, path),
+            None => DatasetSpec::new(benchmark),
+        };
+        Ok(spec.load()?)
+    }
+
+    /// The [`Experiment`] of this plan over `dataset`: instances selected with the run seed, model and
+    /// classifier recorded in the configuration, resumption and progress from the flags.
+    pub fn experiment(
+        &self,
+        plan: &Plan,
+        dataset: &Dataset,
+        backend: &Backend,
+        classifier: &Classifier,
+    ) -> Result<Experiment> {
+        let instances = select_instances(dataset, plan.limit, plan.run.sampling.seed, plan.stratify);
+        Ok(self.experiment_over(plan, dataset, instances, backend, classifier))
+    }
+
+    /// Like [`experiment`](Self::experiment) over instances already selected.
+    pub fn experiment_over(
+        &self,
+        plan: &Plan,
+        dataset: &Dataset,
+        instances: Vec<Instance>,
+        backend: &Backend,
+        classifier: &Classifier,
+    ) -> Experiment {
+        let mut config = ExperimentConfig::new(plan.name.clone(), plan.run.clone());
+        config.model = backend.info.clone();
+        config.dataset = dataset_info(dataset, instances.len());
+        config.classifier = classifier.info.clone();
+        config.store_logprobs = self.store_logprobs;
+        config.seeds.insert("instance_selection".into(), plan.run.sampling.seed);
+        config.extra = json!({
+            "command_line": std::env::args().collect::<Vec<_>>(),
+            "stratify": format!("{:?}", plan.stratify),
+            "limit": plan.limit,
+        });
+        Experiment::new(config, instances)
+            .resume(self.resume)
+            .progress(self.progress_mode())
+    }
+}
+
+/// What `run.json` records about a dataset: name, split, file name and checksum.
+pub fn dataset_info(dataset: &Dataset, instances: usize) -> DatasetInfo {
+    let path = Path::new(&dataset.summary.file);
+    DatasetInfo {
+        name: dataset
+            .summary
+            .benchmark
+            .map_or_else(|| "generic".into(), |b| b.name().to_string()),
+        split: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        instances,
+        sha256: sha256_file(path).ok(),
+    }
+}
+
+/// SHA-256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(Error::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A model ready to run, with what `run.json` records about it.
+pub struct Backend {
+    /// The model.
+    pub model: Box<dyn LogprobModel>,
+    /// Name, backend, source and checksum.
+    pub info: ModelInfo,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("info", &self.info).finish()
+    }
+}
+
+/// Builds the backend of `--backend`/`--model`/`--base-url`; `batch` is the number of traces the
+/// model should decode together (the policy's largest batch).
+pub fn build_backend(args: &EvalArgs, batch: usize) -> Result<Backend> {
+    build_model(args.backend, args.model.as_deref(), args.base_url.as_deref(), batch)
+}
+
+/// The largest number of traces a policy starts at once.
+pub fn policy_batch(policy: &PolicyConfig) -> usize {
+    match *policy {
+        PolicyConfig::Fixed { traces, .. } | PolicyConfig::Offline { traces, .. } => traces,
+        PolicyConfig::Online {
+            warmup_traces,
+            batch_size,
+            ..
+        } => warmup_traces.max(batch_size),
+        PolicyConfig::Compat {
+            warmup_traces,
+            batch_size,
+            ..
+        } => warmup_traces.max(batch_size),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(feature = "candle")]
+fn build_candle(model: Option<&str>, batch: usize) -> Result<Backend> {
+    use deepconf_candle::{CandleModel, ModelSource};
+    let path = model.map_or_else(deepconf_candle::default_model_path, PathBuf::from);
+    let loaded = CandleModel::builder()
+        .source(ModelSource::from_path(&path))
+        .max_batch_size(batch.max(1))
+        .build()
+        .map_err(|e| deepconf_core::Error::backend("candle", e))?;
+    let sha256 = if path.is_file() {
+        Some(sha256_file(&path)?)
+    } else {
+        None
+    };
+    Ok(Backend {
+        info: ModelInfo {
+            name: loaded.model_id(),
+            backend: "candle".into(),
+            source: file_name(&path),
+            sha256,
+        },
+        model: Box::new(loaded),
+    })
+}
+
+#[cfg(not(feature = "candle"))]
+fn build_candle(_: Option<&str>, _: usize) -> Result<Backend> {
+    Err(Error::BackendUnavailable { backend: "candle" })
+}
+
+#[cfg(feature = "openai")]
+fn build_openai(model: Option<&str>, base_url: Option<&str>) -> Result<Backend> {
+    let base_url = base_url.ok_or_else(|| Error::InvalidParameter {
+        parameter: "base-url",
+        value: "(none)".into(),
+        reason: "--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1".into(),
+    })?;
+    let name = model.ok_or_else(|| Error::InvalidParameter {
+        parameter: "model",
+        value: "(none)".into(),
+        reason: "--backend openai needs --model, the served model's name".into(),
+    })?;
+    let loaded = deepconf_openai::OpenAiModel::from_args(base_url, name)
+        .map_err(|e| deepconf_core::Error::backend("openai", e))?;
+    Ok(Backend {
+        info: ModelInfo {
+            name: name.to_string(),
+            backend: "openai".into(),
+            source: base_url.to_string(),
+            sha256: None,
+        },
+        model: Box::new(loaded),
+    })
+}
+
+#[cfg(not(feature = "openai"))]
+fn build_openai(_: Option<&str>, _: Option<&str>) -> Result<Backend> {
+    Err(Error::BackendUnavailable { backend: "openai" })
+}
+
+fn build_model(
+    kind: BackendKind,
+    model: Option<&str>,
+    base_url: Option<&str>,
+    batch: usize,
+) -> Result<Backend> {
+    match kind {
+        BackendKind::Candle => build_candle(model, batch),
+        BackendKind::Openai => build_openai(model, base_url),
+    }
+}
+
+/// A refusal classifier ready to run, with what `run.json` records about it.
+pub struct Classifier {
+    /// The classifier.
+    pub classifier: Box<dyn RefusalClassifier>,
+    /// Its name and settings.
+    pub info: serde_json::Value,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier").field("info", &self.info).finish()
+    }
+}
+
+/// Builds the classifier of `--classifier` (loading the judge model for `judge` and `ensemble`).
+pub fn build_classifier(args: &EvalArgs) -> Result<Classifier> {
+    let judge = || -> Result<(WildGuardJudge<Box<dyn LogprobModel>>, ModelInfo)> {
+        let model = args.judge_model.as_deref().or(args.model.as_deref());
+        let backend = build_model(args.backend, model, args.base_url.as_deref(), 1)?;
+        Ok((WildGuardJudge::new(backend.model), backend.info))
+    };
+    Ok(match args.classifier {
+        ClassifierKind::Patterns => {
+            let classifier = PatternClassifier::default();
+            Classifier {
+                info: json!({"name": classifier.name(), "kind": "patterns"}),
+                classifier: Box::new(classifier),
+            }
+        }
+        ClassifierKind::Judge => {
+            let (judge, info) = judge()?;
+            Classifier {
+                info: json!({"name": judge.name(), "kind": "judge", "judge_model": info}),
+                classifier: Box::new(judge),
+            }
+        }
+        ClassifierKind::Ensemble => {
+            let (judge, info) = judge()?;
+            let ensemble = Ensemble::new(PatternClassifier::default(), judge);
+            Classifier {
+                info: json!({"name": ensemble.name(), "kind": "ensemble", "judge_model": info}),
+                classifier: Box::new(ensemble),
+            }
+        }
+    })
+}

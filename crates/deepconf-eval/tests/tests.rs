@@ -1,0 +1,1 @@
+//! Integration tests of deepconf-eval (one entry point; modules below).
