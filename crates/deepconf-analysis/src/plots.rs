@@ -549,13 +549,16 @@ impl Plot for BarListPlot {
     }
 }
 
+/// One line of a plot: `(x, y)` points.
+pub type Curve = Vec<(f64, f64)>;
+
 /// Group confidence over token position for the traces of a few instances.
 #[derive(Debug, Clone)]
 pub struct TraceEvolutionPlot {
     /// Sliding window the curves use.
     pub window: usize,
     /// Per instance: legend label and one curve per trace (group confidence by token position).
-    pub instances: Vec<(String, Vec<Vec<(f64, f64)>>)>,
+    pub instances: Vec<(String, Vec<Curve>)>,
 }
 
 impl Plot for TraceEvolutionPlot {

@@ -64,7 +64,8 @@ impl ChatTemplate {
             .build()
             .map_err(|e| Error::ChatTemplate(format!("{origin}: {e}")))?;
         environment.set_syntax(syntax);
-        environment.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        environment
+            .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         environment.add_function(
             "raise_exception",
             |message: String| -> std::result::Result<String, minijinja::Error> {
@@ -103,7 +104,10 @@ impl ChatTemplate {
             Some(serde_json::Value::String(source)) => Self::new(source.clone(), &origin).map(Some),
             Some(serde_json::Value::Array(named)) => {
                 let template_of = |entry: &serde_json::Value| {
-                    entry.get("template").and_then(|t| t.as_str()).map(str::to_string)
+                    entry
+                        .get("template")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
                 };
                 let chosen = named
                     .iter()

@@ -140,6 +140,21 @@ fn apply_rope(head: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
 }
 
 impl Decoder {
+    /// Bytes held by the weight matrices.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.qkv.size_in_bytes()
+                    + l.attn_out.size_in_bytes()
+                    + l.gate_up.size_in_bytes()
+                    + l.down.size_in_bytes()
+            })
+            .sum();
+        layers + self.embedding.size_in_bytes() + self.output.as_ref().map_or(0, WeightMatrix::size_in_bytes)
+    }
+
     /// The output projection (the embedding when tied).
     fn output(&self) -> &WeightMatrix {
         self.output.as_ref().unwrap_or(&self.embedding)
@@ -185,7 +200,10 @@ impl Decoder {
         ws.proj.resize(m * hidden, 0.0);
 
         for (li, layer) in self.layers.iter().enumerate() {
-            for (x, n) in ws.x.chunks_exact(hidden).zip(ws.normed.chunks_exact_mut(hidden)) {
+            for (x, n) in
+                ws.x.chunks_exact(hidden)
+                    .zip(ws.normed.chunks_exact_mut(hidden))
+            {
                 rms_norm(x, &layer.attn_norm, c.rms_eps, n);
             }
             layer.qkv.matmul(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
@@ -250,19 +268,30 @@ impl Decoder {
                         }
                     }
                 });
-            layer.attn_out.matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
+            layer
+                .attn_out
+                .matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
             for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
                 *x += p;
             }
 
-            for (x, n) in ws.x.chunks_exact(hidden).zip(ws.normed.chunks_exact_mut(hidden)) {
+            for (x, n) in
+                ws.x.chunks_exact(hidden)
+                    .zip(ws.normed.chunks_exact_mut(hidden))
+            {
                 rms_norm(x, &layer.ffn_norm, c.rms_eps, n);
             }
             let inter = layer.gate_up.rows() / 2;
             ws.gate_up.resize(m * 2 * inter, 0.0);
-            layer.gate_up.matmul(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
+            layer
+                .gate_up
+                .matmul(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
             ws.act.resize(m * inter, 0.0);
-            for (row, act) in ws.gate_up.chunks_exact(2 * inter).zip(ws.act.chunks_exact_mut(inter)) {
+            for (row, act) in ws
+                .gate_up
+                .chunks_exact(2 * inter)
+                .zip(ws.act.chunks_exact_mut(inter))
+            {
                 let (gate, up) = row.split_at(inter);
                 for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
                     *a = g / (1.0 + (-g).exp()) * u;

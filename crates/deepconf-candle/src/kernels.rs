@@ -122,7 +122,11 @@ impl WeightMatrix {
             return if cols % BLOCK == 0 {
                 WeightMatrix::q8_0_from_f32(&dense, rows, cols)
             } else {
-                WeightMatrix::F32 { rows, cols, data: dense }
+                WeightMatrix::F32 {
+                    rows,
+                    cols,
+                    data: dense,
+                }
             };
         }
         let mut iter = parts.into_iter();
@@ -130,8 +134,18 @@ impl WeightMatrix {
         for p in iter {
             match (&mut acc, p) {
                 (
-                    WeightMatrix::Q4_1 { scales, mins, nibbles, .. },
-                    WeightMatrix::Q4_1 { scales: s, mins: m, nibbles: n, .. },
+                    WeightMatrix::Q4_1 {
+                        scales,
+                        mins,
+                        nibbles,
+                        ..
+                    },
+                    WeightMatrix::Q4_1 {
+                        scales: s,
+                        mins: m,
+                        nibbles: n,
+                        ..
+                    },
                 ) => {
                     scales.extend(s);
                     mins.extend(m);
@@ -139,7 +153,11 @@ impl WeightMatrix {
                 }
                 (
                     WeightMatrix::Q8_0 { scales, values, .. },
-                    WeightMatrix::Q8_0 { scales: s, values: v, .. },
+                    WeightMatrix::Q8_0 {
+                        scales: s,
+                        values: v,
+                        ..
+                    },
                 ) => {
                     scales.extend(s);
                     values.extend(v);
@@ -404,7 +422,11 @@ mod scalar {
                     let xi = r * nb + b;
                     let w = &values[wi * BLOCK..(wi + 1) * BLOCK];
                     let a = &q.values[xi * BLOCK..(xi + 1) * BLOCK];
-                    let dot: i32 = w.iter().zip(a).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
+                    let dot: i32 = w
+                        .iter()
+                        .zip(a)
+                        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                        .sum();
                     sum += scales[wi] * q.scales[xi] * dot as f32;
                 }
                 out_t[local * m + r] = sum;
@@ -615,7 +637,10 @@ mod tests {
                 let want = reference(&w, &x, m);
                 for (got, want) in out.iter().zip(&want) {
                     // Activations are quantized to 8 bits: allow ~1% of the row's magnitude.
-                    assert!((got - want).abs() < 0.05 + 0.01 * want.abs(), "{got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 0.05 + 0.01 * want.abs(),
+                        "{got} vs {want}"
+                    );
                 }
             }
         }

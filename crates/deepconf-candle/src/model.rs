@@ -303,6 +303,11 @@ impl CandleModel {
         self.decoder.config.context_length
     }
 
+    /// Bytes held by the weight matrices in their in-memory format.
+    pub fn weight_bytes(&self) -> usize {
+        self.decoder.weight_bytes()
+    }
+
     /// Vocabulary size of the output layer.
     pub fn vocab_size(&self) -> usize {
         self.decoder.config.vocab

@@ -58,7 +58,3 @@ impl ModelSource {
     }
 }
 
-#[cfg(test)]
-pub(crate) fn default_path_for_scratch() -> PathBuf {
-    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/deepconf/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}

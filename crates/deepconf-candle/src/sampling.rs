@@ -177,7 +177,9 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_temperature_does_not_change_logprobs() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32 / 10.0).collect();
-        let hot = SamplingParams::default().with_temperature(5.0).with_top_k(1);
+        let hot = SamplingParams::default()
+            .with_temperature(5.0)
+            .with_top_k(1);
         let cold = SamplingParams::greedy();
         let a = sample(&logits, &hot, &mut TraceRng::new(3));
         let b = sample(&logits, &cold, &mut TraceRng::new(3));

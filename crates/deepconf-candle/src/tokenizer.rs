@@ -158,7 +158,11 @@ impl SplitStep {
                     pos = if found.end() > found.start() {
                         found.end()
                     } else {
-                        found.end() + piece[found.end()..].chars().next().map_or(1, char::len_utf8)
+                        found.end()
+                            + piece[found.end()..]
+                                .chars()
+                                .next()
+                                .map_or(1, char::len_utf8)
                     };
                 }
             }
@@ -176,13 +180,10 @@ impl SplitRegex {
         const WHITESPACE_GROUP: &str = "deepconf_ws";
         let rewritten = if pattern.contains(LOOKAHEAD_WS) {
             Some(pattern.replacen(LOOKAHEAD_WS, &format!(r"(?P<{WHITESPACE_GROUP}>\s+)"), 1))
-        } else if pattern.ends_with(LOOKAHEAD_WS_ONLY) {
-            Some(format!(
-                r"{}(?P<{WHITESPACE_GROUP}>\s+)",
-                &pattern[..pattern.len() - LOOKAHEAD_WS_ONLY.len()]
-            ))
         } else {
-            None
+            pattern
+                .strip_suffix(LOOKAHEAD_WS_ONLY)
+                .map(|head| format!(r"{head}(?P<{WHITESPACE_GROUP}>\s+)"))
         };
         let candidate = rewritten.as_deref().unwrap_or(pattern);
         match regex::Regex::new(candidate) {
@@ -434,9 +435,7 @@ impl Tokenizer {
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
         let json = read_json(path)?;
         let bad = |what: String| Error::Tokenizer(format!("{}: {what}", path.display()));
-        let model = json
-            .get("model")
-            .ok_or_else(|| bad("no `model`".into()))?;
+        let model = json.get("model").ok_or_else(|| bad("no `model`".into()))?;
         let model_type = model.get("type").and_then(|t| t.as_str()).unwrap_or("BPE");
         if model_type != "BPE" {
             return Err(bad(format!(
@@ -464,7 +463,9 @@ impl Tokenizer {
                     .and_then(|v| v.as_u64())
                     .and_then(|v| u32::try_from(v).ok());
                 let (Some(content), Some(id)) = (content, id) else {
-                    return Err(bad(format!("added_tokens[{index}] lacks `content` or `id`")));
+                    return Err(bad(format!(
+                        "added_tokens[{index}] lacks `content` or `id`"
+                    )));
                 };
                 let special = token
                     .get("special")
@@ -696,15 +697,17 @@ impl Tokenizer {
                 Piece::Special(id) => ids.push(id),
                 Piece::Text(start, end) => {
                     let owned;
-                    let fragment = if first && self.pre.add_prefix_space && !text[start..end].starts_with(' ') {
-                        owned = format!(" {}", &text[start..end]);
-                        owned.as_str()
-                    } else {
-                        &text[start..end]
-                    };
+                    let fragment =
+                        if first && self.pre.add_prefix_space && !text[start..end].starts_with(' ')
+                        {
+                            owned = format!(" {}", &text[start..end]);
+                            owned.as_str()
+                        } else {
+                            &text[start..end]
+                        };
                     for (word_start, word_end) in self.pre.split(fragment) {
                         word.clear();
-                        for &byte in fragment[word_start..word_end].as_bytes() {
+                        for &byte in &fragment.as_bytes()[word_start..word_end] {
                             word.push(alphabet[byte as usize]);
                         }
                         self.encode_word(&word, &mut ids)?;
@@ -874,7 +877,11 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     })?;
     serde_json::from_str(&text).map_err(|e| Error::Model {
         path: path.to_path_buf(),
-        message: format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()),
+        message: format!(
+            "invalid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
     })
 }
 
@@ -925,7 +932,11 @@ fn parse_pre_tokenizer(
                 .get("add_prefix_space")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
-            if json.get("use_regex").and_then(|v| v.as_bool()).unwrap_or(true) {
+            if json
+                .get("use_regex")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true)
+            {
                 pre.steps
                     .push(SplitStep::new(GPT2_PATTERN, false).map_err(|e| e.to_string())?);
             }
@@ -954,7 +965,11 @@ fn parse_pre_tokenizer(
             } else {
                 return Err("Split pre-tokenizer without a Regex or String pattern".into());
             };
-            if json.get("invert").and_then(|v| v.as_bool()).unwrap_or(false) {
+            if json
+                .get("invert")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+            {
                 return Err("Split pre-tokenizer with invert = true is not supported".into());
             }
             let behavior = json

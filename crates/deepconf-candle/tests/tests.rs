@@ -1,3 +1,6 @@
 //! Integration tests of deepconf-candle (one entry point; modules per area).
 
+mod common;
+mod generation;
+mod qwen3;
 mod tokenizer;

@@ -25,9 +25,7 @@ fn default_model() -> PathBuf {
             .join(".cache")
             .join("deepconf"),
     };
-    let path = cache
-        .join("models")
-        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
         "the default model is missing at {}: run `cargo xtask fetch-model` first",
@@ -61,15 +59,24 @@ fn reference_cases() -> Vec<Case> {
 fn smollm2_ids_equal_llama_cpp_on_every_reference_string() {
     let tokenizer = smollm2();
     let cases = reference_cases();
-    assert!(cases.len() >= 30, "the fixture has only {} cases", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "the fixture has only {} cases",
+        cases.len()
+    );
     let mismatches: Vec<String> = cases
         .iter()
         .filter_map(|case| {
             let ids = tokenizer.encode(&case.text, true).expect("encode");
-            (ids != case.ids).then(|| format!("{:?}: got {ids:?}, llama.cpp {:?}", case.text, case.ids))
+            (ids != case.ids)
+                .then(|| format!("{:?}: got {ids:?}, llama.cpp {:?}", case.text, case.ids))
         })
         .collect();
-    assert!(mismatches.is_empty(), "mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "mismatches:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -101,7 +108,10 @@ fn smollm2_special_tokens_are_parsed_only_when_asked() {
     assert_eq!(parsed.first(), Some(&1));
     assert_eq!(parsed.last(), Some(&2));
     let literal = tokenizer.encode(text, false).unwrap();
-    assert!(!literal.contains(&1) && !literal.contains(&2), "{literal:?}");
+    assert!(
+        !literal.contains(&1) && !literal.contains(&2),
+        "{literal:?}"
+    );
     assert!(literal.len() > parsed.len());
     assert_eq!(tokenizer.decode(&literal, false).unwrap(), text);
     assert_eq!(tokenizer.decode(&parsed, true).unwrap(), "user\nHi");
@@ -116,13 +126,15 @@ fn decoding_joins_multibyte_characters_split_over_tokens() {
         .iter()
         .map(|&id| tokenizer.decode(&[id], false).unwrap())
         .collect();
-    assert!(pieces.contains('\u{FFFD}'), "single tokens are partial bytes");
+    assert!(
+        pieces.contains('\u{FFFD}'),
+        "single tokens are partial bytes"
+    );
     assert_eq!(tokenizer.decode(&ids, false).unwrap(), "👨‍👩‍👧");
     assert!(tokenizer.decode(&[49_152], false).is_err());
 }
 
-const SMOLLM_DEFAULT_SYSTEM: &str =
-    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
+const SMOLLM_DEFAULT_SYSTEM: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
 
 #[test]
 fn smollm2_chat_template_renders_chatml() {
@@ -187,8 +199,13 @@ fn qwen3_style_template_honours_enable_thinking() {
     ];
     let expected_history = "<|im_start|>system\nBe safe.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
 <|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n";
-    let no_thinking = template.render(&messages, &RenderOptions::default()).unwrap();
-    assert_eq!(no_thinking, format!("{expected_history}<think>\n\n</think>\n\n"));
+    let no_thinking = template
+        .render(&messages, &RenderOptions::default())
+        .unwrap();
+    assert_eq!(
+        no_thinking,
+        format!("{expected_history}<think>\n\n</think>\n\n")
+    );
     let thinking = template
         .render(
             &messages,
@@ -208,10 +225,16 @@ fn raise_exception_becomes_an_error_with_its_message() {
         .render(&[ChatMessage::assistant("hi")], &RenderOptions::default())
         .unwrap_err();
     assert!(
-        err.to_string().contains("conversation must start with a user message"),
+        err.to_string()
+            .contains("conversation must start with a user message"),
         "{err}"
     );
-    assert!(ChatTemplate::new("{% if %}", "broken.jinja").unwrap_err().to_string().contains("broken.jinja"));
+    assert!(
+        ChatTemplate::new("{% if %}", "broken.jinja")
+            .unwrap_err()
+            .to_string()
+            .contains("broken.jinja")
+    );
 }
 
 #[test]
@@ -219,6 +242,10 @@ fn tiny_tokenizer_json_encodes_and_decodes() {
     let tokenizer = Tokenizer::from_tokenizer_json(&fixture("tokenizer_tiny.json")).unwrap();
     assert_eq!(tokenizer.vocab_size(), 22);
     assert_eq!(tokenizer.encode("abc ab", false).unwrap(), vec![16, 18]);
+    // " ab": `a b` (rank 0) merges before `Ġ a` (rank 2), then `Ġ ab` applies.
+    assert_eq!(tokenizer.encode(" a", false).unwrap(), vec![17]);
+    // " abc": `ab c` (rank 1) wins over `Ġ ab` (rank 3), and `Ġ abc` is no merge.
+    assert_eq!(tokenizer.encode(" abc", false).unwrap(), vec![8, 16]);
     assert_eq!(tokenizer.encode("abcd", false).unwrap(), vec![16, 7]);
     assert_eq!(tokenizer.encode("ba", false).unwrap(), vec![5, 4]);
     assert_eq!(tokenizer.encode("12", false).unwrap(), vec![10, 11]);
@@ -234,7 +261,10 @@ fn tiny_tokenizer_json_encodes_and_decodes() {
     // Without parse_special the markup is text, and '<' is not in this vocabulary.
     assert!(tokenizer.encode("<|im_start|>", false).is_err());
     // Non-special added tokens are always recognised.
-    assert_eq!(tokenizer.encode("ab<tool>ab", false).unwrap(), vec![15, 3, 15]);
+    assert_eq!(
+        tokenizer.encode("ab<tool>ab", false).unwrap(),
+        vec![15, 3, 15]
+    );
     assert_eq!(
         tokenizer.decode(&[1, 15, 2, 21, 3], false).unwrap(),
         "<|im_start|>ab<|im_end|> abc<tool>"
@@ -278,10 +308,17 @@ fn unsupported_tokenizer_json_is_an_error_naming_the_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tokenizer.json");
     std::fs::write(&path, r#"{"model": {"type": "Unigram", "vocab": []}}"#).unwrap();
-    let err = Tokenizer::from_tokenizer_json(&path).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("Unigram"), "{err}");
+    let err = Tokenizer::from_tokenizer_json(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("Unigram"),
+        "{err}"
+    );
     std::fs::write(&path, "{ not json").unwrap();
-    let err = Tokenizer::from_tokenizer_json(&path).unwrap_err().to_string();
+    let err = Tokenizer::from_tokenizer_json(&path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("line 1"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -294,22 +331,46 @@ fn hub_offline_uses_the_cache_and_names_what_is_missing() {
         cache_dir: Some(cache.clone()),
         offline: true,
     };
-    let err = resolve_repo_files_with(&options, "owner/model", None, &["tokenizer.json", "config.json"])
-        .unwrap_err()
-        .to_string();
+    let err = resolve_repo_files_with(
+        &options,
+        "owner/model",
+        None,
+        &["tokenizer.json", "config.json"],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("`owner/model`"), "{err}");
     assert!(err.contains("tokenizer.json, config.json"), "{err}");
-    let snapshot = cache.join("models--owner--model").join("snapshots").join("main");
+    let snapshot = cache
+        .join("models--owner--model")
+        .join("snapshots")
+        .join("main");
     assert!(err.contains(&snapshot.display().to_string()), "{err}");
 
     // Following the error's instructions makes the files resolve without the network.
     std::fs::create_dir_all(&snapshot).unwrap();
     std::fs::create_dir_all(cache.join("models--owner--model").join("refs")).unwrap();
-    std::fs::write(cache.join("models--owner--model").join("refs").join("main"), "main").unwrap();
+    std::fs::write(
+        cache.join("models--owner--model").join("refs").join("main"),
+        "main",
+    )
+    .unwrap();
     std::fs::write(snapshot.join("tokenizer.json"), "{}").unwrap();
     std::fs::write(snapshot.join("config.json"), "{}").unwrap();
-    let paths = resolve_repo_files_with(&options, "owner/model", None, &["tokenizer.json", "config.json"]).unwrap();
-    assert_eq!(paths, vec![snapshot.join("tokenizer.json"), snapshot.join("config.json")]);
+    let paths = resolve_repo_files_with(
+        &options,
+        "owner/model",
+        None,
+        &["tokenizer.json", "config.json"],
+    )
+    .unwrap();
+    assert_eq!(
+        paths,
+        vec![
+            snapshot.join("tokenizer.json"),
+            snapshot.join("config.json")
+        ]
+    );
     assert!(resolve_repo_files_with(&options, "no-slash", None, &["a"]).is_err());
     std::fs::remove_dir_all(&cache).unwrap();
 }

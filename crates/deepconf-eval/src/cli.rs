@@ -15,6 +15,7 @@ use deepconf_refusal::{Ensemble, PatternClassifier, RefusalClassifier, WildGuard
 
 use crate::experiment::{Experiment, ExperimentConfig};
 use crate::progress::ProgressMode;
+use crate::summary::RunSummary;
 use crate::seed::{Stratify, select_instances};
 use crate::{Error, Result};
 
@@ -114,6 +115,9 @@ pub struct EvalArgs {
     /// No progress bar (periodic log lines only).
     #[arg(long)]
     pub quiet: bool,
+    /// Skip the analysis (report and plots) after the run; `analyze` can make it later.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// An example's defaults for the options a user leaves out.
@@ -237,6 +241,43 @@ impl EvalArgs {
                 .unwrap_or_else(|| Path::new("out").join(defaults.name)),
             stratify: defaults.stratify,
         })
+    }
+
+    /// Runs `experiment` with this backend and classifier into `plan.out`, then (unless
+    /// `--no-report`) analyses it, and returns the printable summary: the table and where the report
+    /// is.
+    pub fn run_and_report(
+        &self,
+        plan: &Plan,
+        experiment: &Experiment,
+        backend: &mut Backend,
+        classifier: &mut Classifier,
+    ) -> Result<String> {
+        let report = experiment.run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            &plan.out,
+        )?;
+        let mut text = format!(
+            "{} instances ({} resumed, {} run now): {} tokens in {:.1}s ({:.1} tok/s)\n",
+            report.instances,
+            report.resumed,
+            report.newly_run,
+            report.tokens_generated,
+            report.elapsed.as_secs_f64(),
+            report.tokens_per_second()
+        );
+        text.push_str(&RunSummary::from_dir(&plan.out)?.table());
+        if !self.no_report {
+            let (_, files) = crate::analyze(&plan.out)?;
+            text.push_str(&format!(
+                "report: {} (and {}), plots in {}\n",
+                files.markdown.display(),
+                files.html.display(),
+                files.plots.display()
+            ));
+        }
+        Ok(text)
     }
 
     fn progress_mode(&self) -> ProgressMode {
@@ -365,6 +406,7 @@ pub fn policy_batch(policy: &PolicyConfig) -> usize {
     }
 }
 
+#[cfg(feature = "candle")]
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())

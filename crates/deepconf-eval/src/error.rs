@@ -67,7 +67,7 @@ pub enum Error {
     Refusal(#[from] deepconf_refusal::Error),
     /// Writing, reading or analysing run records failed.
     #[error(transparent)]
-    Analysis(#[from] deepconf_analysis::error::Error),
+    Analysis(#[from] deepconf_analysis::Error),
     /// A backend was asked for that this build does not include.
     #[error("backend `{backend}` is not compiled in: enable the `{backend}` feature of deepconf-eval")]
     BackendUnavailable {

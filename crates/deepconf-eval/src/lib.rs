@@ -74,16 +74,24 @@
 //! | a model / classifier from flags | [`build_backend`] → [`Backend`], [`build_classifier`] → [`Classifier`] |
 //! | choose instances | [`select_instances`], [`Stratify`] |
 //! | the numbers of a finished run | [`RunSummary`] (`from_dir`, `table`), [`comparison_table`] |
+//! | report, plots, statistics of a run directory | [`analyze`] (deepconf-analysis) |
+//! | score a classifier against gold refusal labels | [`score_classifier`] |
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
 
 mod cli;
 mod error;
 mod experiment;
+mod finish;
 mod progress;
 mod seed;
 mod summary;
 mod time;
+
+pub use deepconf_analysis as analysis;
+pub use deepconf_core as core;
+pub use deepconf_datasets as datasets;
+pub use deepconf_refusal as refusal;
 
 pub use cli::{
     Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Plan, PolicyKind,
@@ -93,6 +101,7 @@ pub use error::{Error, Result};
 pub use experiment::{
     DEFAULT_INSTANCES_PER_PART, Experiment, ExperimentConfig, RunReport, versions,
 };
+pub use finish::{Analysis, ReportFiles, analyze, reference_responses, score_classifier};
 pub use progress::ProgressMode;
 pub use seed::{Stratify, instance_seed, select_instances};
 pub use summary::{RunSummary, comparison_table, policy_label};

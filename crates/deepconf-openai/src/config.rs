@@ -12,11 +12,14 @@ use crate::{OpenAiError, OpenAiModel, Result};
 /// Environment variable read for the API key unless the builder names another.
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
 
+/// A function that formats chat messages into one prompt string.
+type FormatFn = dyn Fn(&[ChatMessage]) -> String + Send + Sync;
+
 /// Formats chat messages into a plain prompt for the completions endpoint (which has no chat template).
 #[derive(Clone)]
 pub struct PromptTemplate {
     name: &'static str,
-    format: Arc<dyn Fn(&[ChatMessage]) -> String + Send + Sync>,
+    format: Arc<FormatFn>,
 }
 
 impl fmt::Debug for PromptTemplate {
@@ -335,14 +338,8 @@ mod tests {
             normalize_base_url("http://127.0.0.1:8000").unwrap(),
             "http://127.0.0.1:8000/v1"
         );
-        assert_eq!(
-            normalize_base_url("http://h:1/").unwrap(),
-            "http://h:1/v1"
-        );
-        assert_eq!(
-            normalize_base_url("https://h/v1/").unwrap(),
-            "https://h/v1"
-        );
+        assert_eq!(normalize_base_url("http://h:1/").unwrap(), "http://h:1/v1");
+        assert_eq!(normalize_base_url("https://h/v1/").unwrap(), "https://h/v1");
         assert_eq!(
             normalize_base_url("https://h/proxy/openai/v1").unwrap(),
             "https://h/proxy/openai/v1"
@@ -354,10 +351,8 @@ mod tests {
 
     #[test]
     fn chatml_formats_every_turn_and_opens_the_answer() {
-        let prompt = PromptTemplate::chatml().format(&[
-            ChatMessage::system("Be brief."),
-            ChatMessage::user("Hi"),
-        ]);
+        let prompt = PromptTemplate::chatml()
+            .format(&[ChatMessage::system("Be brief."), ChatMessage::user("Hi")]);
         assert_eq!(
             prompt,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"

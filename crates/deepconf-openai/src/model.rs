@@ -89,7 +89,9 @@ impl OpenAiModel {
         let response = request
             .call()
             .map_err(|e| self.request_error(&url, e, self.config.connect_timeout))?;
-        let body = response.into_string().map_err(|e| self.io_error(&url, &e))?;
+        let body = response
+            .into_string()
+            .map_err(|e| self.io_error(&url, &e))?;
         let value: Value =
             serde_json::from_str(&body).map_err(|e| OpenAiError::MalformedResponse {
                 url: url.clone(),
@@ -160,10 +162,7 @@ impl OpenAiModel {
         spec: TraceSpec,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
     ) -> std::result::Result<Trace, (OpenAiError, Option<Duration>)> {
-        let mut http = self
-            .agent
-            .post(url)
-            .set("Content-Type", "application/json");
+        let mut http = self.agent.post(url).set("Content-Type", "application/json");
         if self.config.stream {
             http = http.set("Accept", "text/event-stream");
         }
@@ -181,7 +180,7 @@ impl OpenAiModel {
             }
             Err(other) => {
                 return Err((
-                    self.request_error(url, ureq::Error::from(other), self.config.connect_timeout),
+                    self.request_error(url, other, self.config.connect_timeout),
                     None,
                 ));
             }
@@ -236,16 +235,19 @@ impl OpenAiModel {
                     if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
                         return Err(OpenAiError::StreamError {
                             url: url.to_string(),
-                            message: wire::error_message(&serde_json::json!({ "error": error }).to_string()),
+                            message: wire::error_message(
+                                &serde_json::json!({ "error": error }).to_string(),
+                            ),
                         });
                     }
-                    let piece = wire::parse_piece(&value, &self.config.endpoint).map_err(|reason| {
-                        OpenAiError::MalformedEvent {
-                            url: url.to_string(),
-                            line: excerpt(&payload, MAX_QUOTED),
-                            reason,
-                        }
-                    })?;
+                    let piece =
+                        wire::parse_piece(&value, &self.config.endpoint).map_err(|reason| {
+                            OpenAiError::MalformedEvent {
+                                url: url.to_string(),
+                                line: excerpt(&payload, MAX_QUOTED),
+                                reason,
+                            }
+                        })?;
                     if assembler.push(url, piece, sink)? == TokenControl::Stop {
                         return Ok(());
                     }
@@ -473,12 +475,10 @@ impl TraceAssembler {
                         tokens: self.steps.len(),
                     });
                 }
-                Some(reason) => {
-                    wire::stop_reason(reason).map_err(|()| OpenAiError::Aborted {
-                        url: url.to_string(),
-                        finish_reason: reason.to_string(),
-                    })?
-                }
+                Some(reason) => wire::stop_reason(reason).map_err(|()| OpenAiError::Aborted {
+                    url: url.to_string(),
+                    finish_reason: reason.to_string(),
+                })?,
             }
         };
         Ok(Trace {
@@ -509,10 +509,7 @@ impl Permits {
     fn acquire(&self) -> Permit<'_> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         while *free == 0 {
-            free = self
-                .released
-                .wait(free)
-                .unwrap_or_else(|p| p.into_inner());
+            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
         }
         *free -= 1;
         Permit(self)
@@ -525,6 +522,15 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.0.released.notify_one();
+    }
+}
+
+/// Sets its flag when dropped, also while unwinding.
+struct CancelOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -620,6 +626,11 @@ impl LogprobModel for OpenAiModel {
             }
             // Only workers hold senders now, so the loop ends when the last worker exits.
             drop(report_tx);
+            // Owned here so that a panicking observer drops them before the scope joins the
+            // workers: their sends and waits then fail and they stop instead of blocking forever.
+            // The guard, dropped first, keeps them from starting another trace meanwhile.
+            let (report_rx, answers) = (report_rx, answers);
+            let _cancel_on_unwind = CancelOnDrop(&cancel);
             while let Ok(report) = report_rx.recv() {
                 match report {
                     Report::Token { worker, slot, step } => {

@@ -206,7 +206,10 @@ fn completion_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
                     .map(|(key, value)| {
                         Ok(Candidate {
                             id: id_from_token_string(key),
-                            logprob: as_f32(value, &format!("logprobs.top_logprobs[{i}][{key:?}]"))?,
+                            logprob: as_f32(
+                                value,
+                                &format!("logprobs.top_logprobs[{i}][{key:?}]"),
+                            )?,
                         })
                     })
                     .collect::<Result<Vec<_>, ParseError>>()?,
@@ -357,9 +360,18 @@ mod tests {
             id: None,
             logprob: -2.0,
             top: vec![
-                Candidate { id: None, logprob: -2.0 },
-                Candidate { id: None, logprob: -0.1 },
-                Candidate { id: None, logprob: -1.0 },
+                Candidate {
+                    id: None,
+                    logprob: -2.0,
+                },
+                Candidate {
+                    id: None,
+                    logprob: -0.1,
+                },
+                Candidate {
+                    id: None,
+                    logprob: -1.0,
+                },
             ],
         };
         let step = token_step(raw, "a".into(), 2);
@@ -463,6 +475,11 @@ mod tests {
         let (path, body) = request_body(&completions, &request, spec);
         assert_eq!(path, "/completions");
         assert_eq!(body["logprobs"], json!(5));
-        assert!(body["prompt"].as_str().unwrap().ends_with("<|im_start|>assistant\n"));
+        assert!(
+            body["prompt"]
+                .as_str()
+                .unwrap()
+                .ends_with("<|im_start|>assistant\n")
+        );
     }
 }

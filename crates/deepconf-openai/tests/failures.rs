@@ -12,7 +12,12 @@ use deepconf_openai::{OpenAiError, OpenAiModel};
 use crate::common::fake::{Answer, FakeServer};
 
 fn request() -> GenerationRequest {
-    GenerationRequest::user("Hi", SamplingParams::greedy().with_max_tokens(8).with_top_logprobs(2))
+    GenerationRequest::user(
+        "Hi",
+        SamplingParams::greedy()
+            .with_max_tokens(8)
+            .with_top_logprobs(2),
+    )
 }
 
 /// A chat chunk with one token `text` and two candidates.
@@ -38,10 +43,14 @@ fn client(base_url: &str, retries: u32) -> OpenAiModel {
 fn fail(mut model: OpenAiModel) -> (deepconf_core::Error, Vec<TokenStep>) {
     let mut seen = Vec::new();
     let error = model
-        .generate(&request(), TraceSpec::derive(0, 0), &mut |_: &TraceSpec, s: &TokenStep| {
-            seen.push(s.clone());
-            TokenControl::Continue
-        })
+        .generate(
+            &request(),
+            TraceSpec::derive(0, 0),
+            &mut |_: &TraceSpec, s: &TokenStep| {
+                seen.push(s.clone());
+                TokenControl::Continue
+            },
+        )
         .expect_err("the request must fail");
     assert!(error.to_string().starts_with("openai backend: "), "{error}");
     (error, seen)
@@ -67,9 +76,15 @@ fn an_unreachable_server_names_its_url_after_the_retries() {
         panic!("expected GaveUp, got {error}");
     };
     assert_eq!(*attempts, 3);
-    assert!(matches!(**source, OpenAiError::Connection { .. }), "{source}");
+    assert!(
+        matches!(**source, OpenAiError::Connection { .. }),
+        "{source}"
+    );
     let text = error.to_string();
-    assert!(text.contains(&format!("cannot reach {base_url}/chat/completions")), "{text}");
+    assert!(
+        text.contains(&format!("cannot reach {base_url}/chat/completions")),
+        "{text}"
+    );
     assert!(seen.is_empty());
 }
 
@@ -88,7 +103,11 @@ fn a_malformed_event_quotes_the_line_after_the_good_tokens() {
     assert!(reason.contains("not JSON"), "{reason}");
     assert_eq!(seen.len(), 1, "the good token reached the observer");
     assert_eq!(seen[0].text, "Hel");
-    assert_eq!(server.requests(), 1, "a stream that delivered tokens is not retried");
+    assert_eq!(
+        server.requests(),
+        1,
+        "a stream that delivered tokens is not retried"
+    );
 }
 
 #[test]
@@ -101,7 +120,10 @@ fn a_line_that_is_no_event_field_is_malformed() {
     let (core_error, _) = fail(client(&server.base_url, 0));
     let error = own(&core_error);
     let text = error.to_string();
-    assert!(matches!(error, OpenAiError::MalformedEvent { .. }), "{text}");
+    assert!(
+        matches!(error, OpenAiError::MalformedEvent { .. }),
+        "{text}"
+    );
     assert!(text.contains("<html>proxy error</html>"), "{text}");
 }
 
@@ -118,7 +140,10 @@ fn a_stream_cut_without_finish_reason_is_an_error() {
         matches!(error, OpenAiError::IncompleteStream { tokens: 2, .. }),
         "{error}"
     );
-    assert!(error.to_string().contains("without a finish_reason"), "{error}");
+    assert!(
+        error.to_string().contains("without a finish_reason"),
+        "{error}"
+    );
     assert_eq!(seen.len(), 2);
 }
 
@@ -135,7 +160,11 @@ fn too_many_requests_and_server_errors_are_retried() {
     ]);
     let mut model = client(&server.base_url, 3);
     let trace = model
-        .generate(&request(), TraceSpec::derive(0, 0), &mut deepconf_core::NoObserver)
+        .generate(
+            &request(),
+            TraceSpec::derive(0, 0),
+            &mut deepconf_core::NoObserver,
+        )
         .unwrap();
     assert_eq!(trace.text, "OK");
     assert_eq!(trace.stop_reason, deepconf_core::StopReason::EndOfSequence);
@@ -167,7 +196,11 @@ fn fewer_top_logprobs_than_asked_is_an_error_only_when_strict() {
     };
     let server = FakeServer::start(vec![short(), short()]);
     let trace = client(&server.base_url, 0)
-        .generate(&request(), TraceSpec::derive(0, 0), &mut deepconf_core::NoObserver)
+        .generate(
+            &request(),
+            TraceSpec::derive(0, 0),
+            &mut deepconf_core::NoObserver,
+        )
         .unwrap();
     assert_eq!(trace.steps[0].top_logprobs, vec![-0.1]);
     let strict = OpenAiModel::builder(&server.base_url, "m")
@@ -179,7 +212,14 @@ fn fewer_top_logprobs_than_asked_is_an_error_only_when_strict() {
     let (core_error, _) = fail(strict);
     let error = own(&core_error);
     assert!(
-        matches!(error, OpenAiError::TooFewLogprobs { got: 1, wanted: 2, .. }),
+        matches!(
+            error,
+            OpenAiError::TooFewLogprobs {
+                got: 1,
+                wanted: 2,
+                ..
+            }
+        ),
         "{error}"
     );
 }
@@ -197,4 +237,27 @@ fn a_silent_server_times_out() {
     let error = own(&core_error);
     assert!(matches!(error, OpenAiError::Timeout { .. }), "{error}");
     assert!(error.to_string().contains(&server.base_url), "{error}");
+}
+
+#[test]
+fn a_panicking_observer_does_not_hang_the_batch() {
+    let stream = || Answer::stream(&[&chunk("A", None), &chunk("B", Some("stop")), "[DONE]"]);
+    let server = FakeServer::start((0..4).map(|_| stream()).collect());
+    let mut model = OpenAiModel::builder(&server.base_url, "m")
+        .no_api_key()
+        .max_retries(0)
+        .max_concurrency(2)
+        .build()
+        .unwrap();
+    let specs: Vec<TraceSpec> = (0..4).map(|i| TraceSpec::derive(0, i)).collect();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.generate_batch(&request(), &specs, &mut |_: &TraceSpec,
+                                                       _: &TokenStep|
+         -> TokenControl {
+            panic!("observer bug")
+        })
+    }));
+    assert!(outcome.is_err(), "the observer's panic reaches the caller");
+    let requests = server.requests();
+    assert!(requests <= 2, "{requests} traces were started");
 }

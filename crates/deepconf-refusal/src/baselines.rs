@@ -1,8 +1,6 @@
 //! The string-list refusal detectors of the literature, reproduced as published, for comparison.
 
-use crate::{
-    Classification, Evidence, PatternMatch, RefusalClassifier, RefusalLabel, Result,
-};
+use crate::{Classification, Evidence, PatternMatch, RefusalClassifier, RefusalLabel, Result};
 
 /// How a [`StringListClassifier`] matches its phrases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

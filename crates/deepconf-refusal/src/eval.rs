@@ -210,6 +210,9 @@ mod tests {
     #[test]
     fn empty_evaluation_has_zero_ratios() {
         let e = ClassifierEvaluation::from_labels([]);
-        assert_eq!((e.precision, e.recall, e.f1, e.accuracy), (0.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (e.precision, e.recall, e.f1, e.accuracy),
+            (0.0, 0.0, 0.0, 0.0)
+        );
     }
 }

@@ -211,8 +211,14 @@ mod tests {
             normalize("He said \u{201C}I cannot help\u{201D} and left."),
             "he said <quote> and left."
         );
-        assert_eq!(normalize("\"I cannot help with that.\""), "i cannot help with that.");
-        assert_eq!(normalize("> I can't do that\nwas the reply"), "<quote> was the reply");
+        assert_eq!(
+            normalize("\"I cannot help with that.\""),
+            "i cannot help with that."
+        );
+        assert_eq!(
+            normalize("> I can't do that\nwas the reply"),
+            "<quote> was the reply"
+        );
         assert_eq!(normalize("5\" tall, I can't"), "5\" tall, i can't");
     }
 }

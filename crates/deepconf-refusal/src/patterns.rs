@@ -437,7 +437,9 @@ impl PatternClassifier {
                     .find_iter(text)
                     .map(move |m| (m.start(), m.end(), p))
             })
-            .filter(|&(start, end, _)| start > first_refusal && !overlaps_false_positive(start, end))
+            .filter(|&(start, end, _)| {
+                start > first_refusal && !overlaps_false_positive(start, end)
+            })
             .collect();
         pivots.sort_by_key(|&(start, ..)| start);
         pivots.into_iter().find_map(|(start, end, p)| {
@@ -497,7 +499,8 @@ mod tests {
         assert!(text.contains("broken") && text.contains("pivot"), "{text}");
 
         let mut set = PatternSet::default();
-        set.refusal.push(Pattern::new("heavy", "x").with_weight(1.5));
+        set.refusal
+            .push(Pattern::new("heavy", "x").with_weight(1.5));
         let text = PatternClassifier::new(set, PatternConfig::default())
             .unwrap_err()
             .to_string();

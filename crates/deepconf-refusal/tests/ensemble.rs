@@ -8,22 +8,33 @@ use deepconf_refusal::{
 fn second_stage_only_inside_the_band() {
     // The XSTest string list stands in as a real (if weak) second opinion.
     let mut ensemble = Ensemble::new(PatternClassifier::default(), StringListClassifier::xstest());
-    let sure = ensemble.classify("q", "I cannot help with that request.").unwrap();
+    let sure = ensemble
+        .classify("q", "I cannot help with that request.")
+        .unwrap();
     assert_eq!(sure.label, RefusalLabel::Refusal);
     assert_eq!(ensemble.judge_calls(), 0);
 
-    let plain = ensemble.classify("q", "The capital of France is Paris.").unwrap();
+    let plain = ensemble
+        .classify("q", "The capital of France is Paris.")
+        .unwrap();
     assert_eq!(plain.label, RefusalLabel::Compliance);
     assert_eq!(ensemble.judge_calls(), 0);
 
     // A bare "As an AI" opener is weak evidence for patterns (uncertain), and a refusal for XSTest.
     let unsure = ensemble
-        .classify("q", "As an AI, I have no favourite colour; blue is popular.")
+        .classify(
+            "q",
+            "As an AI, I have no favourite colour; blue is popular.",
+        )
         .unwrap();
     assert_eq!(ensemble.judge_calls(), 1);
     assert_eq!(unsure.label, RefusalLabel::Refusal);
     match unsure.evidence {
-        Evidence::Ensemble { first, judge, judge_error } => {
+        Evidence::Ensemble {
+            first,
+            judge,
+            judge_error,
+        } => {
             assert_eq!(first.label, RefusalLabel::Compliance);
             assert!(first.score >= 0.2 && first.score <= 0.8);
             assert_eq!(judge.unwrap().label, RefusalLabel::Refusal);
@@ -35,7 +46,9 @@ fn second_stage_only_inside_the_band() {
     let incomplete = ensemble.classify("q", "<think>hmm").unwrap();
     assert_eq!(incomplete.label, RefusalLabel::Incomplete);
     assert_eq!(ensemble.judge_calls(), 1);
-    assert!(Ensemble::new(PatternClassifier::default(), StringListClassifier::gcg())
-        .with_band(0.9, 0.1)
-        .is_err());
+    assert!(
+        Ensemble::new(PatternClassifier::default(), StringListClassifier::gcg())
+            .with_band(0.9, 0.1)
+            .is_err()
+    );
 }

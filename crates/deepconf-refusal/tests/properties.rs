@@ -9,7 +9,10 @@ fn curl(text: &str, choices: &[bool]) -> String {
     let mut open_double = true;
     let mut out = String::with_capacity(text.len());
     for (i, c) in text.chars().enumerate() {
-        let swap = choices.get(i % choices.len().max(1)).copied().unwrap_or(false);
+        let swap = choices
+            .get(i % choices.len().max(1))
+            .copied()
+            .unwrap_or(false);
         match c {
             '\'' if swap => out.push('\u{2019}'),
             '"' if swap => {
@@ -27,8 +30,11 @@ fn curl(text: &str, choices: &[bool]) -> String {
 }
 
 fn whitespace() -> impl Strategy<Value = String> {
-    proptest::collection::vec(prop_oneof![Just(' '), Just('\n'), Just('\t'), Just('\u{a0}')], 0..6)
-        .prop_map(|v| v.into_iter().collect())
+    proptest::collection::vec(
+        prop_oneof![Just(' '), Just('\n'), Just('\t'), Just('\u{a0}')],
+        0..6,
+    )
+    .prop_map(|v| v.into_iter().collect())
 }
 
 proptest! {

@@ -13,9 +13,7 @@ pub(crate) fn load_gguf(gguf: &mut GgufFile, format: WeightFormat) -> Result<Dec
     let key = |k: &str| format!("{arch}.{k}");
     let hidden = gguf.usize(&key("embedding_length"))?;
     let heads = gguf.usize(&key("attention.head_count"))?;
-    let kv_heads = gguf
-        .usize(&key("attention.head_count_kv"))
-        .unwrap_or(heads);
+    let kv_heads = gguf.usize(&key("attention.head_count_kv")).unwrap_or(heads);
     let layers = gguf.usize(&key("block_count"))?;
     let head_dim = gguf
         .usize(&key("rope.dimension_count"))

@@ -97,7 +97,9 @@ impl GgufFile {
     /// A 1-D tensor as f32.
     pub(crate) fn vector(&mut self, name: &str) -> Result<Vec<f32>> {
         let t = self.qtensor(name)?;
-        Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(t.dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// A 2-D weight (`rows` = output features) in `format`.
@@ -108,7 +110,9 @@ impl GgufFile {
             message: format!("tensor `{name}`: {e}"),
         })?;
         let native = match (format, t.dtype()) {
-            (WeightFormat::Native, GgmlDType::Q4_1) => Some(q4_1_from_bytes(&t.data()?, rows, cols)),
+            (WeightFormat::Native, GgmlDType::Q4_1) => {
+                Some(q4_1_from_bytes(&t.data()?, rows, cols))
+            }
             (WeightFormat::Native | WeightFormat::Q8_0, GgmlDType::Q8_0) => {
                 Some(q8_0_from_bytes(&t.data()?, rows, cols))
             }
@@ -117,7 +121,10 @@ impl GgufFile {
         if let Some(m) = native {
             return Ok(m);
         }
-        let dense = t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let dense = t
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(dense_to_format(dense, rows, cols, format))
     }
 }
@@ -247,10 +254,11 @@ impl SafetensorsWeights {
     pub(crate) fn load(dir: &Path, files: &[PathBuf]) -> Result<Self> {
         let mut tensors = HashMap::new();
         for f in files {
-            let part = candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| Error::Model {
-                path: f.clone(),
-                message: format!("not a readable safetensors file: {e}"),
-            })?;
+            let part =
+                candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| Error::Model {
+                    path: f.clone(),
+                    message: format!("not a readable safetensors file: {e}"),
+                })?;
             tensors.extend(part);
         }
         Ok(Self {
@@ -314,68 +322,11 @@ pub(crate) fn check_shapes(decoder: &Decoder, path: &Path) -> Result<()> {
     for (i, l) in decoder.layers.iter().enumerate() {
         let want = c.heads * c.head_dim + 2 * c.kv_heads * c.head_dim;
         if l.qkv.rows() != want || l.qkv.cols() != c.hidden {
-            return bad(format!("layer {i}: attention projections have an unexpected shape"));
+            return bad(format!(
+                "layer {i}: attention projections have an unexpected shape"
+            ));
         }
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod scratch_tests {
-    use super::*;
-    use crate::decoder::{KvCache, Workspace};
-
-    #[test]
-    fn scratch_compare_llama_cpp() {
-        let path = crate::options::default_path_for_scratch();
-        for format in [WeightFormat::Native, WeightFormat::F32] {
-            let mut g = GgufFile::open(&path).unwrap();
-            let d = llama::load_gguf(&mut g, format).unwrap();
-            let ids = [1u32, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
-            let mut cache = KvCache::new(d.config.layers);
-            let mut ws = Workspace::default();
-            let logits = d.forward(&mut [&mut cache], &[&ids[..]], &mut ws);
-            let max = logits.iter().copied().fold(f32::MIN, f32::max);
-            let lse = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
-            let top = crate::sampling::top_k_indices(&logits, 5);
-            println!("{format:?} {:?}", top.iter().map(|&t| (t, logits[t as usize] - lse)).collect::<Vec<_>>());
-            // one-by-one decode must agree with prefill
-            let mut c2 = KvCache::new(d.config.layers);
-            let mut last = vec![];
-            for t in ids { last = d.forward(&mut [&mut c2], &[&[t][..]], &mut ws); }
-            let diff = last.iter().zip(&logits).map(|(a,b)| (a-b).abs()).fold(0f32, f32::max);
-            println!("prefill vs stepwise max diff {diff}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod scratch_speed {
-    use super::*;
-    use crate::decoder::{KvCache, Workspace};
-
-    #[test]
-    fn scratch_speed() {
-        let path = crate::options::default_path_for_scratch();
-        for format in [WeightFormat::Native, WeightFormat::Q8_0] {
-            let mut g = GgufFile::open(&path).unwrap();
-            let d = llama::load_gguf(&mut g, format).unwrap();
-            let mut ws = Workspace::default();
-            for b in [1usize, 16] {
-                let mut caches: Vec<KvCache> = (0..b).map(|_| KvCache::new(d.config.layers)).collect();
-                let prompt: Vec<u32> = (0..20).collect();
-                for c in caches.iter_mut() { d.forward(&mut [c], &[&prompt[..]], &mut ws); }
-                let steps = 64;
-                let t = std::time::Instant::now();
-                for s in 0..steps {
-                    let toks: Vec<[u32;1]> = (0..b).map(|i| [(s * 7 + i) as u32 % 1000]).collect();
-                    let tr: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
-                    let mut cr: Vec<&mut KvCache> = caches.iter_mut().collect();
-                    d.forward(&mut cr, &tr, &mut ws);
-                }
-                let el = t.elapsed().as_secs_f64();
-                println!("{format:?} b={b}: {:.1} tok/s", (steps * b) as f64 / el);
-            }
-        }
-    }
-}

@@ -13,14 +13,28 @@ pub struct FixtureItem {
     pub response: String,
 }
 
+/// The main fixture (the pattern set was checked against it).
 pub fn fixture() -> Vec<FixtureItem> {
-    let text = include_str!("../fixtures/refusal_fixture.jsonl");
+    parse(
+        include_str!("../fixtures/refusal_fixture.jsonl"),
+        "refusal_fixture.jsonl",
+    )
+}
+
+/// A second fixture written after the pattern set was frozen, never used to tune it.
+pub fn holdout() -> Vec<FixtureItem> {
+    parse(
+        include_str!("../fixtures/refusal_holdout.jsonl"),
+        "refusal_holdout.jsonl",
+    )
+}
+
+fn parse(text: &str, name: &str) -> Vec<FixtureItem> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("refusal_fixture.jsonl line {}: {e}", i + 1))
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{name} line {}: {e}", i + 1))
         })
         .collect()
 }

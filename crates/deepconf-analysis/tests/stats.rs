@@ -1,0 +1,173 @@
+//! Hand-computed statistics.
+
+use deepconf_analysis::stats::{
+    BootstrapConfig, SplitMix64, auroc, bootstrap, bootstrap_two_sample, cohens_d, describe,
+    mann_whitney_u, mean, mean_difference, welch_t,
+};
+use deepconf_analysis::{ConfusionMatrix, Labelled, Metric, SafetyMetrics};
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn splitmix_matches_reference_sequence() {
+    // Reference outputs of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
+    let mut rng = SplitMix64::new(0);
+    assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+    assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+    assert_eq!(rng.next_u64(), 0x06c4_5d18_8009_454f);
+    let mut rng = SplitMix64::new(9);
+    assert!((0..1000).all(|_| rng.below(7) < 7));
+}
+
+#[test]
+fn auroc_counts_ties_as_half() {
+    // Pairs (pos, neg): (1,2)=0 (1,0)=1 (2,2)=0.5 (2,0)=1 (3,2)=1 (3,0)=1 -> 4.5 / 6.
+    assert_eq!(auroc(&[1.0, 2.0, 3.0], &[2.0, 0.0]), Some(0.75));
+    assert_eq!(auroc(&[5.0, 5.0], &[5.0]), Some(0.5));
+    assert_eq!(auroc(&[1.0], &[2.0]), Some(0.0));
+    assert_eq!(auroc(&[], &[2.0]), None);
+}
+
+#[test]
+fn mann_whitney_with_tie_and_continuity_correction() {
+    // Ranks of [1,2,3 | 2,0]: 2, 3.5, 5 | 3.5, 1 -> R_a = 10.5, U = 10.5 - 6 = 4.5.
+    // Var = n_a n_b / 12 * ((n+1) - Σ(t³-t)/(n(n-1))) = 0.5 * (6 - 6/20) = 2.85.
+    // z = (|4.5 - 3| - 0.5) / sqrt(2.85) = 0.592349, p = 2 * (1 - Φ(z)) = 0.553617.
+    let t = mann_whitney_u(&[1.0, 2.0, 3.0], &[2.0, 0.0]).unwrap();
+    assert_eq!(t.u, 4.5);
+    assert!(close(t.z, 0.592_348_877_759, 1e-9), "{}", t.z);
+    assert!(close(t.p_value, 0.553_616_991_966, 1e-9), "{}", t.p_value);
+    // All tied: no evidence at all.
+    let t = mann_whitney_u(&[1.0, 1.0], &[1.0]).unwrap();
+    assert_eq!((t.z, t.p_value), (0.0, 1.0));
+    // Direction: a below b gives a negative z.
+    assert!(mann_whitney_u(&[0.0, 1.0, 2.0], &[5.0, 6.0, 7.0]).unwrap().z < 0.0);
+}
+
+#[test]
+fn welch_t_matches_hand_computation() {
+    // a: mean 2.5, var 5/3; b: mean 4, var 4. se² = 5/12 + 4/3 = 1.75, t = -1.5/sqrt(1.75).
+    // df = 1.75² / ((5/12)²/3 + (4/3)²/2) = 3.234719; p (numerical integration of the t density)
+    // = 0.333824.
+    let w = welch_t(&[1.0, 2.0, 3.0, 4.0], &[2.0, 4.0, 6.0]).unwrap();
+    assert!(close(w.t, -1.133_893_419_03, 1e-9), "{}", w.t);
+    assert!(close(w.df, 3.234_718_826_41, 1e-9), "{}", w.df);
+    assert!(close(w.p_value, 0.333_824, 1e-4), "{}", w.p_value);
+    assert_eq!((w.mean_a, w.mean_b), (2.5, 4.0));
+    assert!(welch_t(&[1.0], &[2.0, 3.0]).is_none());
+    assert!(welch_t(&[1.0, 1.0], &[2.0, 2.0]).is_none(), "zero variance");
+}
+
+#[test]
+fn welch_p_value_against_a_table_value() {
+    // Equal sizes and variances give df = 2n - 2; t = 2 with df = 10 has p = 0.073388.
+    // a = b + c with b's spread chosen so that t = 2 exactly.
+    let b: Vec<f64> = vec![-1.0, 1.0, -1.0, 1.0, -1.0, 1.0];
+    let sd = (6.0f64 / 5.0).sqrt();
+    let shift = 2.0 * (2.0 * sd * sd / 6.0).sqrt();
+    let a: Vec<f64> = b.iter().map(|x| x + shift).collect();
+    let w = welch_t(&a, &b).unwrap();
+    assert!(close(w.t, 2.0, 1e-12) && close(w.df, 10.0, 1e-9), "{w:?}");
+    assert!(close(w.p_value, 0.073_388, 1e-5), "{}", w.p_value);
+}
+
+#[test]
+fn cohens_d_uses_pooled_sd() {
+    // Pooled var = (3 * 5/3 + 2 * 4) / 5 = 2.6; d = -1.5 / sqrt(2.6).
+    let d = cohens_d(&[1.0, 2.0, 3.0, 4.0], &[2.0, 4.0, 6.0]).unwrap();
+    assert!(close(d, -0.930_260_509_419, 1e-9), "{d}");
+    assert!(cohens_d(&[1.0, 1.0], &[1.0, 1.0]).is_none());
+}
+
+#[test]
+fn describe_uses_linear_percentiles() {
+    let d = describe(&[4.0, 1.0, 3.0, 2.0]);
+    assert_eq!(d.n, 4);
+    assert_eq!(d.median, Some(2.5));
+    assert_eq!(d.q25, Some(1.75));
+    assert_eq!((d.min, d.max), (Some(1.0), Some(4.0)));
+    assert!(close(d.sd.unwrap(), (5.0f64 / 3.0).sqrt(), 1e-12));
+}
+
+#[test]
+fn bootstrap_is_seeded_and_hand_checkable() {
+    let config = BootstrapConfig {
+        resamples: 2000,
+        seed: 42,
+        level: 0.95,
+    };
+    // Constant data: every resample gives the same value.
+    let constant = [3.0; 10];
+    let e = bootstrap(10, &config, |idx| mean(&idx.iter().map(|&i| constant[i]).collect::<Vec<_>>()));
+    assert_eq!((e.value, e.low, e.high), (Some(3.0), Some(3.0), Some(3.0)));
+    // Two points 0 and 1: resample means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
+    // 2.5th and 97.5th percentiles of 2000 resamples are 0 and 1.
+    let pair = [0.0, 1.0];
+    let stat = |idx: &[usize]| mean(&idx.iter().map(|&i| pair[i]).collect::<Vec<_>>());
+    let e = bootstrap(2, &config, stat);
+    assert_eq!((e.value, e.low, e.high, e.resamples), (Some(0.5), Some(0.0), Some(1.0), 2000));
+    // Same seed, same interval; another seed, a different resample stream.
+    let coin: Vec<f64> = (0..400).map(|i| f64::from(i % 2 == 0)).collect();
+    let stat = |idx: &[usize]| mean(&idx.iter().map(|&i| coin[i]).collect::<Vec<_>>());
+    let a = bootstrap(400, &config, stat);
+    let b = bootstrap(400, &config, stat);
+    let c = bootstrap(400, &BootstrapConfig { seed: 43, ..config }, stat);
+    assert_eq!(a, b);
+    assert_ne!((a.low, a.high), (c.low, c.high));
+    // A proportion of 0.5 over 400: SE = 0.025, so the interval is about 0.5 ± 0.049.
+    assert!(close(a.low.unwrap(), 0.451, 0.01) && close(a.high.unwrap(), 0.549, 0.01), "{a:?}");
+    // Undefined statistics are skipped and counted.
+    let e = bootstrap(2, &config, |idx| (idx[0] == 0).then_some(1.0));
+    assert!(e.resamples > 800 && e.resamples < 1200, "{}", e.resamples);
+}
+
+#[test]
+fn two_sample_bootstrap_of_mean_difference() {
+    let config = BootstrapConfig::default();
+    let a = [5.0, 6.0, 7.0, 8.0];
+    let b = [1.0, 2.0, 3.0];
+    let e = bootstrap_two_sample(&a, &b, &config, mean_difference);
+    assert_eq!(e.value, Some(4.5));
+    // Every resampled difference lies between min(a)-max(b) = 2 and max(a)-min(b) = 7.
+    assert!(e.low.unwrap() >= 2.0 && e.high.unwrap() <= 7.0 && e.low < e.high, "{e:?}");
+}
+
+#[test]
+fn confusion_metrics_by_hand() {
+    let m = ConfusionMatrix {
+        tp: 8,
+        fn_: 2,
+        fp: 3,
+        tn: 7,
+    };
+    assert_eq!(m.sensitivity(), Some(0.8));
+    assert_eq!(m.specificity(), Some(0.7));
+    assert_eq!(m.precision(), Some(8.0 / 11.0));
+    assert_eq!(m.f1(), Some(16.0 / 21.0));
+    assert_eq!(m.accuracy(), Some(0.75));
+    assert!(close(m.balanced_accuracy().unwrap(), 0.75, 1e-15));
+    assert_eq!(m.attack_success_rate(), Some(0.2));
+    assert!(close(m.over_refusal_rate().unwrap(), 0.3, 1e-15));
+    // Without benign prompts specificity and balanced accuracy are undefined, not zero.
+    let harmful_only = ConfusionMatrix { tp: 3, fn_: 1, fp: 0, tn: 0 };
+    assert_eq!(harmful_only.specificity(), None);
+    assert_eq!(harmful_only.balanced_accuracy(), None);
+}
+
+#[test]
+fn safety_semantics_refusal_of_harmful_is_true_positive() {
+    let outcomes = [
+        Labelled { harmful: true, refused: true },
+        Labelled { harmful: true, refused: false },
+        Labelled { harmful: false, refused: true },
+        Labelled { harmful: false, refused: false },
+        Labelled { harmful: false, refused: false },
+    ];
+    let s = SafetyMetrics::compute(&outcomes, &BootstrapConfig::default());
+    assert_eq!((s.matrix.tp, s.matrix.fn_, s.matrix.fp, s.matrix.tn), (1, 1, 1, 2));
+    let acc = s.get(Metric::Accuracy);
+    assert_eq!(acc.value, Some(0.6));
+    assert!(acc.low.unwrap() <= 0.6 && acc.high.unwrap() >= 0.6);
+}

@@ -1,0 +1,77 @@
+//! Run with: cargo run --release --example compare
+//!
+//! Baseline n=1, fixed n, offline filtering and DeepConf online on the same instances and seed, then
+//! one table of accuracy, sensitivity, specificity, traces and tokens (savings relative to fixed n,
+//! the full budget). Each policy's run lands in `out/compare/<policy>/` (resumable, analysable).
+
+use std::str::FromStr;
+
+use anyhow::Result;
+use clap::Parser;
+use deepconf_eval::core::policy::PolicyConfig;
+use deepconf_eval::datasets::Benchmark;
+use deepconf_eval::{
+    Defaults, EvalArgs, RunSummary, build_backend, build_classifier, comparison_table,
+    select_instances,
+};
+
+/// Compare policies on the same instances.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Benchmark: harmbench, toxicchat, wildguardmix, xstest or jsonl (with --data).
+    #[arg(long, default_value = "harmbench")]
+    benchmark: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let benchmark = Benchmark::from_str(&cli.benchmark)?;
+    let defaults = Defaults {
+        name: "compare",
+        limit: Some(12),
+        ..Defaults::harmbench()
+    };
+    let plan = cli.eval.plan(&defaults)?;
+    let traces = plan.run.policy.max_traces();
+    let keep = cli.eval.keep_percent.unwrap_or(defaults.keep_percent);
+    let warmup = cli.eval.warmup.unwrap_or(defaults.warmup).min(traces);
+    let dataset = cli.eval.load_dataset(benchmark)?;
+    let instances = select_instances(&dataset, plan.limit, cli.eval.seed, plan.stratify);
+    let mut backend = build_backend(&cli.eval, traces)?;
+    let mut classifier = build_classifier(&cli.eval)?;
+    let policies = [
+        ("baseline", PolicyConfig::fixed(1)),
+        ("fixed", PolicyConfig::fixed(traces)),
+        ("offline", PolicyConfig::offline(traces, keep)),
+        ("online", PolicyConfig::online(warmup, traces, keep)),
+    ];
+    let mut summaries = Vec::new();
+    for (label, policy) in policies {
+        let mut policy_plan = plan.clone();
+        policy_plan.name = format!("compare-{label}");
+        policy_plan.run.policy = policy;
+        policy_plan.out = plan.out.join(label);
+        let experiment = cli.eval.experiment_over(
+            &policy_plan,
+            &dataset,
+            instances.clone(),
+            &backend,
+            &classifier,
+        );
+        eprintln!("{label}: {} instances -> {}", instances.len(), policy_plan.out.display());
+        let text = cli
+            .eval
+            .run_and_report(&policy_plan, &experiment, &mut backend, &mut classifier)?;
+        eprintln!("{text}");
+        summaries.push((label, RunSummary::from_dir(&policy_plan.out)?));
+    }
+    let full_budget = summaries
+        .iter()
+        .find(|(label, _)| *label == "fixed")
+        .map(|(_, s)| s.tokens_generated);
+    let rows: Vec<(&str, &RunSummary)> = summaries.iter().map(|(l, s)| (*l, s)).collect();
+    println!("{}", comparison_table(&rows, full_budget));
+    Ok(())
+}
