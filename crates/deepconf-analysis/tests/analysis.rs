@@ -46,7 +46,14 @@ fn analyze_dir_writes_and_rereads_everything() {
         let svg = std::fs::read_to_string(dir.path().join(format!("plots/{name}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("<text"), "{name} has no text");
     }
-    assert_eq!(read_analysis(dir.path()).unwrap(), analysis);
+    // Per-instance replay results are not serialised; everything else re-reads identically.
+    let reread = read_analysis(dir.path()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&reread).unwrap(),
+        serde_json::to_value(&analysis).unwrap()
+    );
+    assert_eq!(reread.safety, analysis.safety);
+    assert_eq!(reread.stratification, analysis.stratification);
 
     // Coverage: every 17th prompt has no gold and is excluded and counted.
     let c = &analysis.coverage;

@@ -179,6 +179,34 @@ fn greedy_tokens_agree_with_llama_cpp_python_api() {
 }
 
 #[test]
+fn greedy_tokens_agree_with_the_candle_backend() {
+    let n = 8;
+    let request = question(SamplingParams::greedy().with_max_tokens(n).with_top_logprobs(20));
+    let spec = TraceSpec::derive(0, 0);
+    let mut candle = deepconf_candle::CandleModel::load(common::model_path()).unwrap();
+    let local = candle.generate(&request, spec, &mut NoObserver).unwrap();
+    let served = server()
+        .model()
+        .build()
+        .unwrap()
+        .generate(&request, spec, &mut NoObserver)
+        .unwrap();
+    let texts = |t: &Trace| t.steps.iter().map(|s| s.text.clone()).collect::<Vec<_>>();
+    assert!(served.n_tokens() >= 4, "{served:?}");
+    assert_eq!(texts(&local), texts(&served));
+    for (a, b) in local.steps.iter().zip(&served.steps) {
+        // Same weights, different kernels: the distributions agree closely, not bit for bit.
+        assert!(
+            (a.logprob - b.logprob).abs() < 0.25,
+            "{:?}: candle {} vs llama.cpp {}",
+            a.text,
+            a.logprob,
+            b.logprob
+        );
+    }
+}
+
+#[test]
 fn stopping_mid_stream_terminates_the_trace_and_the_server_generation() {
     let _serial = common::disconnect_lock();
     let before = server().disconnects();

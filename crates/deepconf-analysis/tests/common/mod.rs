@@ -42,8 +42,11 @@ impl LogprobModel for SeededModel {
         let mut stop_reason = StopReason::EndOfSequence;
         for i in 0..length.min(request.sampling.max_tokens) {
             let noise = (mix(r ^ i as u64) % 1000) as f32 / 1000.0;
-            let peak = if refuse { -0.05 } else { -0.4 } - 0.6 * noise;
-            let top: Vec<f32> = (0..4).map(|j| peak - 1.5 * j as f32 - noise).collect();
+            // Refusals are more peaked (a wider gap to the runner-up candidates), hence more
+            // confident; every trace has noisy stretches where its confidence dips.
+            let gap = if refuse { 2.5 } else { 1.6 } - 1.2 * noise;
+            let peak = -0.05 - 0.6 * noise;
+            let top: Vec<f32> = (0..4).map(|j| peak - gap * j as f32).collect();
             let step = TokenStep {
                 token_id: Some(i as u32),
                 text: "x".into(),
