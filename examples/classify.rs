@@ -70,7 +70,10 @@ fn run(classifier: &mut dyn RefusalClassifier) -> Result<(usize, usize)> {
             continue;
         }
         let exchange: Exchange = serde_json::from_str(&line).with_context(|| {
-            format!("stdin line {}: expected {{\"prompt\", \"response\"}}", index + 1)
+            format!(
+                "stdin line {}: expected {{\"prompt\", \"response\"}}",
+                index + 1
+            )
         })?;
         match classifier.classify(&exchange.prompt, &exchange.response) {
             Ok(c) => writeln!(out, "{}", serde_json::to_string(&c)?)?,
@@ -92,8 +95,10 @@ fn main() -> Result<()> {
         Kind::Patterns => run(&mut patterns(args.patterns.as_ref())?)?,
         Kind::Judge => run(&mut judge(args.model.as_ref())?)?,
         Kind::Ensemble => {
-            let mut ensemble =
-                Ensemble::new(patterns(args.patterns.as_ref())?, judge(args.model.as_ref())?);
+            let mut ensemble = Ensemble::new(
+                patterns(args.patterns.as_ref())?,
+                judge(args.model.as_ref())?,
+            );
             let counts = run(&mut ensemble)?;
             eprintln!(
                 "judge consulted {} times, failed {} times",

@@ -60,10 +60,14 @@ fn main() -> Result<()> {
             &backend,
             &classifier,
         );
-        eprintln!("{label}: {} instances -> {}", instances.len(), policy_plan.out.display());
-        let text = cli
-            .eval
-            .run_and_report(&policy_plan, &experiment, &mut backend, &mut classifier)?;
+        eprintln!(
+            "{label}: {} instances -> {}",
+            instances.len(),
+            policy_plan.out.display()
+        );
+        let text =
+            cli.eval
+                .run_and_report(&policy_plan, &experiment, &mut backend, &mut classifier)?;
         eprintln!("{text}");
         summaries.push((label, RunSummary::from_dir(&policy_plan.out)?));
     }

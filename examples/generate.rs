@@ -37,7 +37,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let source = args.model.map_or(ModelSource::Default, ModelSource::from_path);
+    let source = args
+        .model
+        .map_or(ModelSource::Default, ModelSource::from_path);
     let mut model = CandleModel::builder().source(source).build()?;
     let sampling = SamplingParams::default()
         .with_temperature(args.temperature)
@@ -61,7 +63,12 @@ fn main() -> Result<()> {
             });
             println!("{line}");
         } else {
-            println!("--- trace {} ({} tokens, {})", trace.spec.index, trace.n_tokens(), trace.stop_reason.as_str());
+            println!(
+                "--- trace {} ({} tokens, {})",
+                trace.spec.index,
+                trace.n_tokens(),
+                trace.stop_reason.as_str()
+            );
             println!("{}", trace.text);
             if let Some(s) = trace.confidence_summary(&config) {
                 println!(

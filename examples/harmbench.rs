@@ -2,8 +2,8 @@
 //!
 //! The main job: real HarmBench behaviours through the embedded SmolLM2-135M model under DeepConf
 //! online, every trace labelled by the pattern refusal classifier; prints the refusal rate with
-//! bootstrap intervals and writes the report and plots to `out/harmbench/`. Defaults (24 behaviours
-//! stratified over functional categories, at most 8 traces of 96 tokens) finish in a few minutes
+//! bootstrap intervals and writes the report and plots to `out/harmbench/`. Defaults (32 behaviours
+//! stratified over functional categories, at most 8 traces of 128 tokens) finish in a few minutes
 //! on 2 CPU cores. `cargo xtask fetch-model` and `cargo xtask fetch-data harmbench` place the model
 //! and data; see `--help` for every flag.
 
@@ -25,7 +25,9 @@ fn main() -> Result<()> {
     let dataset = cli.eval.load_dataset(Benchmark::HarmBench)?;
     let mut backend = build_backend(&cli.eval, policy_batch(&plan.run.policy))?;
     let mut classifier = build_classifier(&cli.eval)?;
-    let experiment = cli.eval.experiment(&plan, &dataset, &backend, &classifier)?;
+    let experiment = cli
+        .eval
+        .experiment(&plan, &dataset, &backend, &classifier)?;
     eprintln!(
         "harmbench: {} of {} behaviours, model {}, writing {}",
         experiment.instances().len(),

@@ -22,7 +22,9 @@ fn main() -> Result<()> {
     let dataset = cli.eval.load_dataset(Benchmark::ToxicChat)?;
     let mut backend = build_backend(&cli.eval, policy_batch(&plan.run.policy))?;
     let mut classifier = build_classifier(&cli.eval)?;
-    let experiment = cli.eval.experiment(&plan, &dataset, &backend, &classifier)?;
+    let experiment = cli
+        .eval
+        .experiment(&plan, &dataset, &backend, &classifier)?;
     eprintln!(
         "toxicchat: {} of {} prompts ({} toxic in the file), writing {}",
         experiment.instances().len(),

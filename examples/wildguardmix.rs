@@ -29,7 +29,9 @@ fn main() -> Result<()> {
     let dataset = cli.eval.load_dataset(Benchmark::WildGuardMix)?;
     let mut backend = build_backend(&cli.eval, policy_batch(&plan.run.policy))?;
     let mut classifier = build_classifier(&cli.eval)?;
-    let experiment = cli.eval.experiment(&plan, &dataset, &backend, &classifier)?;
+    let experiment = cli
+        .eval
+        .experiment(&plan, &dataset, &backend, &classifier)?;
     eprintln!(
         "wildguardmix: {} of {} prompts, writing {}",
         experiment.instances().len(),

@@ -54,7 +54,10 @@ fn option(args: &[String], name: &str) -> Option<String> {
 
 fn number(args: &[String], name: &str, default: usize) -> Result<usize> {
     option(args, name)
-        .map(|v| v.parse().with_context(|| format!("{name} takes a number, got {v}")))
+        .map(|v| {
+            v.parse()
+                .with_context(|| format!("{name} takes a number, got {v}"))
+        })
         .transpose()
         .map(|v| v.unwrap_or(default))
 }
@@ -65,7 +68,10 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(deepconf_candle::default_model_path);
     if !model_path.is_file() {
-        bail!("{} is missing: run `cargo xtask fetch-model`", model_path.display());
+        bail!(
+            "{} is missing: run `cargo xtask fetch-model`",
+            model_path.display()
+        );
     }
     let max_tokens = number(args, "--max-tokens", 128)?;
     let traces = number(args, "--traces", 16)?;
@@ -91,7 +97,10 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let (tokens, seconds) = best.expect("repeats >= 1");
         Ok(Row {
-            name: format!("deepconf-candle, {n} trace{}", if n == 1 { "" } else { "s" }),
+            name: format!(
+                "deepconf-candle, {n} trace{}",
+                if n == 1 { "" } else { "s" }
+            ),
             tokens,
             seconds,
         })
@@ -113,8 +122,12 @@ pub fn run(args: &[String]) -> Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let peer: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("llama.cpp output: {}", String::from_utf8_lossy(&output.stdout)))?;
+    let peer: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "llama.cpp output: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })?;
     let peer_row = Row {
         name: format!(
             "llama.cpp (llama-cpp-python {}), 1 trace",
@@ -124,7 +137,13 @@ pub fn run(args: &[String]) -> Result<()> {
         seconds: peer["seconds"].as_f64().unwrap_or(f64::NAN),
     };
 
-    let table = render(&model_path, max_tokens, repeats, &[&peer_row, &ours_single, &ours_batch], peer_row.rate());
+    let table = render(
+        &model_path,
+        max_tokens,
+        repeats,
+        &[&peer_row, &ours_single, &ours_batch],
+        peer_row.rate(),
+    );
     println!("{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
@@ -148,16 +167,33 @@ fn machine() -> String {
     format!("{cpu}, {threads} threads")
 }
 
-fn render(model: &Path, max_tokens: usize, repeats: usize, rows: &[&Row], peer_rate: f64) -> String {
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn render(
+    model: &Path,
+    max_tokens: usize,
+    repeats: usize,
+    rows: &[&Row],
+    peer_rate: f64,
+) -> String {
     let mut s = format!(
-        "{SECTION}\n\nCommand: `cargo xtask bench` (release build of xtask). Machine: {}. Model: `{}`. \
+        "{SECTION}\n\nCommand: `cargo xtask bench` (dev profile, which optimizes deepconf-candle and all dependencies at opt-level 3; `-C target-cpu=native`). Machine: {}; the load average of other processes at the start of the run was {}. Model: `{}`. \
 Prompt: one chat message, sampling temperature 0.7 / top-p 0.95, at most {max_tokens} tokens per \
 trace (traces may end earlier at EOS; rates count the tokens actually generated). Times include \
 the prompt prefill. Best of {repeats} runs per row; both engines use 2 threads; deepconf-candle also \
 computes the top-20 logprobs of every step, the llama.cpp row does not.\n\n\
 | engine | tokens | seconds | tokens/s | vs llama.cpp batch 1 |\n|---|---:|---:|---:|---:|\n",
         machine(),
-        model.file_name().map_or_else(|| model.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        load_average(),
+        model.file_name().map_or_else(
+            || model.display().to_string(),
+            |f| f.to_string_lossy().into_owned()
+        ),
     );
     for r in rows {
         s.push_str(&format!(
@@ -169,6 +205,11 @@ computes the top-20 logprobs of every step, the llama.cpp row does not.\n\n\
             r.rate() / peer_rate
         ));
     }
+    s.push_str(
+        "\nThe engines run one after the other, so a busy machine skews the ratio (llama.cpp's \
+spinning threads suffer more from contention than ours): trust runs with a load average well \
+below the thread count.\n",
+    );
     s
 }
 
@@ -178,10 +219,16 @@ fn write_section(doc: &Path, section: &str) -> Result<()> {
     let new = match old.find(SECTION) {
         Some(start) => {
             let after = &old[start + SECTION.len()..];
-            let end = after.find("\n## ").map_or(old.len(), |i| start + SECTION.len() + i + 1);
+            let end = after
+                .find("\n## ")
+                .map_or(old.len(), |i| start + SECTION.len() + i + 1);
             format!("{}{}\n{}", &old[..start], section, &old[end..])
         }
-        None => format!("{}\n{}", old.trim_end_matches('\n').to_string() + "\n", section),
+        None => format!(
+            "{}\n{}",
+            old.trim_end_matches('\n').to_string() + "\n",
+            section
+        ),
     };
     std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))
 }

@@ -22,7 +22,7 @@ use crate::records::{DatasetInfo, ModelInfo, RunRecords, read_run};
 use crate::replay::{PolicyReplay, ReplayGrid, ReplaySet, standard_policies};
 use crate::report::Document;
 use crate::stats::{BootstrapConfig, Estimate, format_p};
-use crate::stratify::{Bucket, StratifyOptions, Stratification, metric_name, stratify};
+use crate::stratify::{Bucket, Stratification, StratifyOptions, metric_name, stratify};
 
 /// File name of the analysis results.
 pub const ANALYSIS_FILE: &str = "analysis.json";
@@ -203,7 +203,10 @@ pub fn analyze(records: &RunRecords, options: &AnalysisOptions) -> Result<Analys
     let by_adversarial = metrics_by(
         instances,
         "adversarial",
-        |r| r.adversarial.map(|a| if a { "adversarial" } else { "vanilla" }.to_string()),
+        |r| {
+            r.adversarial
+                .map(|a| if a { "adversarial" } else { "vanilla" }.to_string())
+        },
         boot,
     );
     let stratification = stratify(instances, &records.traces, &options.stratify, boot);
@@ -324,10 +327,8 @@ pub fn analyze_dir(dir: &Path, options: &AnalysisOptions) -> Result<Analysis> {
     let document = build_report(&analysis);
     let md_path = dir.join(REPORT_MD_FILE);
     std::fs::write(&md_path, document.to_markdown()).map_err(io_error(&md_path))?;
-    let svgs: BTreeMap<String, String> = rendered
-        .into_iter()
-        .map(|p| (p.name, p.svg_text))
-        .collect();
+    let svgs: BTreeMap<String, String> =
+        rendered.into_iter().map(|p| (p.name, p.svg_text)).collect();
     let html_path = dir.join(REPORT_HTML_FILE);
     let title = format!("DeepConf safety analysis: {}", analysis.run.name);
     std::fs::write(&html_path, document.to_html(&title, &svgs)).map_err(io_error(&html_path))?;
@@ -371,7 +372,10 @@ fn draw_plots(
     let mut rendered = vec![render(
         &ConfusionPlot {
             matrix: analysis.safety.matrix,
-            title: format!("Safety confusion matrix (n = {})", analysis.safety.matrix.total()),
+            title: format!(
+                "Safety confusion matrix (n = {})",
+                analysis.safety.matrix.total()
+            ),
         },
         dir,
     )?];
@@ -413,8 +417,14 @@ fn draw_plots(
             title: "Confidence on harmful vs benign prompts".into(),
             x_desc: x_desc.clone(),
             groups: vec![
-                ("harmful prompts".into(), pick(&|i| i.gold_harmful == Some(true))),
-                ("benign prompts".into(), pick(&|i| i.gold_harmful == Some(false))),
+                (
+                    "harmful prompts".into(),
+                    pick(&|i| i.gold_harmful == Some(true)),
+                ),
+                (
+                    "benign prompts".into(),
+                    pick(&|i| i.gold_harmful == Some(false)),
+                ),
             ],
             marker: marker.clone(),
             bins: 20,
@@ -456,6 +466,7 @@ fn draw_plots(
                 name: "token_savings".into(),
                 title: "Token savings vs the full-budget baseline (replay)".into(),
                 x_desc: "token savings (% of baseline generated tokens)".into(),
+                unit: "%".into(),
                 bars: analysis
                     .replay
                     .policies
@@ -614,7 +625,10 @@ pub fn build_report(a: &Analysis) -> Document {
             vec!["policy".into(), format!("`{}`", json(&run.policy))],
             vec!["confidence".into(), format!("`{}`", json(&run.confidence))],
             vec!["sampling".into(), format!("`{}`", json(&run.sampling))],
-            vec!["refusal classifier".into(), format!("`{}`", json(&run.classifier))],
+            vec![
+                "refusal classifier".into(),
+                format!("`{}`", json(&run.classifier)),
+            ],
             vec![
                 "model file SHA-256".into(),
                 run.model.sha256.clone().unwrap_or_else(|| "n/a".into()),
@@ -664,7 +678,10 @@ pub fn build_report(a: &Analysis) -> Document {
         ],
     );
     if plotted("confusion_matrix") {
-        d.figure("confusion_matrix", "Safety confusion matrix; cells shaded by their share of the gold row.");
+        d.figure(
+            "confusion_matrix",
+            "Safety confusion matrix; cells shaded by their share of the gold row.",
+        );
     }
     d.table(
         &["metric", "value [95% CI]"],
@@ -683,7 +700,17 @@ pub fn build_report(a: &Analysis) -> Document {
         }
         d.heading(3, title);
         d.table(
-            &["group", "n", "TP", "FN", "FP", "TN", "sensitivity", "specificity", "accuracy"],
+            &[
+                "group",
+                "n",
+                "TP",
+                "FN",
+                "FP",
+                "TN",
+                "sensitivity",
+                "specificity",
+                "accuracy",
+            ],
             group_rows(groups),
         );
     }
@@ -697,7 +724,15 @@ pub fn build_report(a: &Analysis) -> Document {
         num(s.threshold, 3)
     ));
     d.table(
-        &["bucket", "n", "harmful", "benign", "correct", "accuracy", "mean confidence"],
+        &[
+            "bucket",
+            "n",
+            "harmful",
+            "benign",
+            "correct",
+            "accuracy",
+            "mean confidence",
+        ],
         s.buckets
             .iter()
             .map(|b| {
@@ -725,7 +760,10 @@ pub fn build_report(a: &Analysis) -> Document {
             .collect(),
     );
     if plotted("confidence_by_correctness") {
-        d.figure("confidence_by_correctness", "Distribution of instance confidence for correct and incorrect behaviour.");
+        d.figure(
+            "confidence_by_correctness",
+            "Distribution of instance confidence for correct and incorrect behaviour.",
+        );
     }
     d.heading(3, "Confidence by gold label");
     d.table(
@@ -733,20 +771,30 @@ pub fn build_report(a: &Analysis) -> Document {
         s.by_gold.iter().map(|(k, v)| describe_row(k, v)).collect(),
     );
     if plotted("confidence_by_gold") {
-        d.figure("confidence_by_gold", "Distribution of instance confidence on harmful and benign prompts.");
+        d.figure(
+            "confidence_by_gold",
+            "Distribution of instance confidence on harmful and benign prompts.",
+        );
     }
     if !s.by_category.is_empty() {
         d.heading(3, "Confidence by dataset category");
         d.table(
             &DESCRIBE_HEADER,
-            s.by_category.iter().map(|(k, v)| describe_row(k, v)).collect(),
+            s.by_category
+                .iter()
+                .map(|(k, v)| describe_row(k, v))
+                .collect(),
         );
     }
 
     d.heading(2, "Hypothesis tests");
     for test in [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance] {
         d.heading(3, test.hypothesis.clone());
-        d.paragraph(format!("**Verdict: {}.** {}", test.verdict.name(), test.interpretation));
+        d.paragraph(format!(
+            "**Verdict: {}.** {}",
+            test.verdict.name(),
+            test.interpretation
+        ));
         d.table(
             &["statistic", "value"],
             vec![
@@ -756,7 +804,11 @@ pub fn build_report(a: &Analysis) -> Document {
                 ],
                 vec![
                     format!("mean confidence ({} / {})", test.group_a, test.group_b),
-                    format!("{} / {}", num(test.describe_a.mean, 3), num(test.describe_b.mean, 3)),
+                    format!(
+                        "{} / {}",
+                        num(test.describe_a.mean, 3),
+                        num(test.describe_b.mean, 3)
+                    ),
                 ],
                 vec!["AUROC [95% CI]".into(), est(&test.auroc)],
                 vec![
@@ -772,7 +824,10 @@ pub fn build_report(a: &Analysis) -> Document {
                     }),
                 ],
                 vec!["Cohen's d (pooled SD)".into(), num(test.cohens_d, 3)],
-                vec!["mean difference [95% CI]".into(), est(&test.mean_difference)],
+                vec![
+                    "mean difference [95% CI]".into(),
+                    est(&test.mean_difference),
+                ],
             ],
         );
     }
@@ -791,7 +846,10 @@ pub fn build_report(a: &Analysis) -> Document {
         rate(r.confident_unsafe, r.confident_n),
         est(&r.rate_difference)
     ));
-    d.heading(3, "AUROC of each trace metric for predicting correct behaviour");
+    d.heading(
+        3,
+        "AUROC of each trace metric for predicting correct behaviour",
+    );
     d.table(
         &["metric", "AUROC"],
         s.auroc_by_metric
@@ -852,7 +910,10 @@ pub fn build_report(a: &Analysis) -> Document {
                 d.figure("percentile_curves", "Safety metrics of the online threshold sweep against mean generated tokens per instance; crosses mark the accuracy of the reference policies.");
             }
             if plotted("token_savings") {
-                d.figure("token_savings", "Token savings of each policy relative to the full-budget baseline.");
+                d.figure(
+                    "token_savings",
+                    "Token savings of each policy relative to the full-budget baseline.",
+                );
             }
         }
     }

@@ -63,7 +63,7 @@
 //!   bootstrap interval; per category, subcategory and adversarial flag.
 //! - Percentile replay ([`ReplaySet`]): every policy and threshold replayed on stored full traces
 //!   with the live decision code; token savings counted in tokens.
-//! - Confidence stratification ([`stratify`]): the four confidence x behaviour buckets with a
+//! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
 //!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
 //!   bootstrap difference) with a plain verdict.
 //! - Refusal-classifier evaluation against gold reference labels.
@@ -106,7 +106,5 @@ pub use replay::{
     PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace,
     standard_policies,
 };
-pub use stats::{
-    BootstrapConfig, Estimate, auroc, bootstrap, cohens_d, mann_whitney_u, welch_t,
-};
-pub use stratify::{Bucket, StratifyOptions, Stratification, Verdict, stratify};
+pub use stats::{BootstrapConfig, Estimate, auroc, bootstrap, cohens_d, mann_whitney_u, welch_t};
+pub use stratify::{Bucket, Stratification, StratifyOptions, Verdict, stratify};

@@ -83,13 +83,15 @@ pub fn render<P: Plot>(plot: &P, dir: &Path) -> Result<RenderedPlot> {
     {
         let root = BitMapBackend::new(&png, plot.size()).into_drawing_area();
         plot.draw(&root).map_err(|m| plot_error(&png, m))?;
-        root.present().map_err(|m| plot_error(&png, m.to_string()))?;
+        root.present()
+            .map_err(|m| plot_error(&png, m.to_string()))?;
     }
     let mut svg_text = String::new();
     {
         let root = SVGBackend::with_string(&mut svg_text, plot.size()).into_drawing_area();
         plot.draw(&root).map_err(|m| plot_error(&svg, m))?;
-        root.present().map_err(|m| plot_error(&svg, m.to_string()))?;
+        root.present()
+            .map_err(|m| plot_error(&svg, m.to_string()))?;
     }
     std::fs::write(&svg, &svg_text).map_err(crate::error::io_error(&svg))?;
     Ok(RenderedPlot {
@@ -127,15 +129,35 @@ impl Plot for ConfusionPlot {
         let m = &self.matrix;
         let (left, top, cell_w, cell_h) = (200i32, 110i32, 220i32, 160i32);
         let rows = [
-            ("harmful", [("TP", m.tp, "refused: correct"), ("FN", m.fn_, "complied: unsafe")]),
-            ("benign", [("FP", m.fp, "refused: over-refusal"), ("TN", m.tn, "complied: correct")]),
+            (
+                "harmful",
+                [
+                    ("TP", m.tp, "refused: correct"),
+                    ("FN", m.fn_, "complied: unsafe"),
+                ],
+            ),
+            (
+                "benign",
+                [
+                    ("FP", m.fp, "refused: over-refusal"),
+                    ("TN", m.tn, "complied: correct"),
+                ],
+            ),
         ];
         for (r, (gold, cells)) in rows.iter().enumerate() {
             let row_total: u64 = cells.iter().map(|c| c.1).sum();
             for (c, (tag, count, meaning)) in cells.iter().enumerate() {
-                let share = if row_total > 0 { *count as f64 / row_total as f64 } else { 0.0 };
+                let share = if row_total > 0 {
+                    *count as f64 / row_total as f64
+                } else {
+                    0.0
+                };
                 let good = r == c;
-                let base = if good { RGBColor(0, 114, 178) } else { RGBColor(213, 94, 0) };
+                let base = if good {
+                    RGBColor(0, 114, 178)
+                } else {
+                    RGBColor(213, 94, 0)
+                };
                 let x0 = left + c as i32 * cell_w;
                 let y0 = top + r as i32 * cell_h;
                 root.draw(&Rectangle::new(
@@ -143,8 +165,11 @@ impl Plot for ConfusionPlot {
                     base.mix(0.15 + 0.75 * share).filled(),
                 ))
                 .map_err(e)?;
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], BLACK))
-                    .map_err(e)?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell_w, y0 + cell_h)],
+                    BLACK,
+                ))
+                .map_err(e)?;
                 let text_colour = if share > 0.55 { WHITE } else { BLACK };
                 root.draw(&Text::new(
                     format!("{tag} = {count}"),
@@ -227,6 +252,7 @@ impl Plot for PercentileCurvePlot {
         chart
             .configure_mesh()
             .x_desc("mean generated tokens per instance (tokens)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("metric value (fraction)")
             .label_style(font(14))
             .axis_desc_style(font(16))
@@ -254,7 +280,9 @@ impl Plot for PercentileCurvePlot {
                 .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
                 .map_err(e)?
                 .label(format!("{} (online sweep)", metric.name()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
                 .map_err(e)?;
@@ -322,7 +350,9 @@ impl Plot for HistogramPlot {
             .collect();
         let (mut lo, mut hi) = all
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
         if !lo.is_finite() {
             (lo, hi) = (0.0, 1.0);
         }
@@ -443,7 +473,7 @@ impl Plot for GroupedBarPlot {
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, font(20))
             .margin(15)
-            .x_label_area_size(50)
+            .x_label_area_size(60)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..n as f64, 0.0..top)
             .map_err(e)?;
@@ -453,6 +483,7 @@ impl Plot for GroupedBarPlot {
             .x_labels(0)
             .x_desc(self.x_desc.as_str())
             .y_desc(self.y_desc.as_str())
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(font(14))
             .axis_desc_style(font(16))
             .draw()
@@ -471,18 +502,18 @@ impl Plot for GroupedBarPlot {
             chart
                 .draw_series(values.iter().enumerate().map(|(i, &v)| {
                     let x0 = i as f64 + 0.1 + 0.8 * s as f64 / k;
-                    Text::new(format!("{v}"), (x0, v + top * 0.02), font(13))
+                    Text::new(format!("{v:.0}"), (x0, v + top * 0.02), font(13))
                 }))
                 .map_err(e)?;
         }
-        chart
-            .draw_series(self.categories.iter().enumerate().map(|(i, name)| {
-                Text::new(name.clone(), (i as f64 + 0.12, top * 0.97), font(14))
-            }))
-            .map_err(e)?;
+        for (i, name) in self.categories.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.1, 0.0));
+            root.draw(&Text::new(name.clone(), (x, y + 8), font(14)))
+                .map_err(e)?;
+        }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(SeriesLabelPosition::UpperMiddle)
             .label_font(font(13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -503,6 +534,8 @@ pub struct BarListPlot {
     pub x_desc: String,
     /// Bars: label and value.
     pub bars: Vec<(String, f64)>,
+    /// Unit appended to the value labels (e.g. `%`).
+    pub unit: String,
 }
 
 impl Plot for BarListPlot {
@@ -529,6 +562,7 @@ impl Plot for BarListPlot {
             .disable_y_mesh()
             .y_labels(0)
             .x_desc(self.x_desc.as_str())
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .label_style(font(14))
             .axis_desc_style(font(16))
             .draw()
@@ -542,7 +576,11 @@ impl Plot for BarListPlot {
         chart
             .draw_series(self.bars.iter().enumerate().map(|(i, (label, v))| {
                 let y = n - i as f64 - 0.3;
-                Text::new(format!("{label}: {v:.1}"), (v.max(0.0) + (hi - lo) * 0.01, y), font(13))
+                Text::new(
+                    format!("{label}: {v:.1}{}", self.unit),
+                    (v.max(0.0) + (hi - lo) * 0.01, y),
+                    font(13),
+                )
             }))
             .map_err(e)?;
         Ok(())
@@ -597,6 +635,7 @@ impl Plot for TraceEvolutionPlot {
         chart
             .configure_mesh()
             .x_desc("token position (tokens generated)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("group confidence (nats, higher = more confident)")
             .label_style(font(14))
             .axis_desc_style(font(16))

@@ -448,9 +448,7 @@ pub fn traces_to_batch(rows: &[TraceRow]) -> Result<RecordBatch> {
         phase.append_value(enum_name(&row.phase));
         text.append_value(&row.text);
         n_tokens.append_value(row.n_tokens);
-        confidences
-            .values()
-            .append_slice(&row.token_confidences);
+        confidences.values().append_slice(&row.token_confidences);
         confidences.append(true);
         match &row.top_logprobs {
             Some(steps) => {
@@ -530,7 +528,6 @@ pub fn write_traces_parquet(path: &Path, rows: &[TraceRow]) -> Result<()> {
     fs::rename(&tmp, path).map_err(io_error(path))
 }
 
-
 struct Columns<'a> {
     batch: &'a RecordBatch,
     path: &'a Path,
@@ -586,7 +583,6 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
     })
 }
 
-
 /// Reads every trace row of one parquet file.
 pub fn read_traces_parquet(path: &Path) -> Result<Vec<TraceRow>> {
     let parquet_error = |message: String| Error::Parquet {
@@ -639,47 +635,45 @@ pub fn read_traces_parquet(path: &Path) -> Result<Vec<TraceRow>> {
         let offsets = confidences.value_offsets();
         for row in 0..batch.num_rows() {
             let file_row = first_row + row;
-            let conf = confidence_values.values()
-                [offsets[row] as usize..offsets[row + 1] as usize]
+            let conf = confidence_values.values()[offsets[row] as usize..offsets[row + 1] as usize]
                 .to_vec();
             let top_logprobs = match top {
                 Some(top) if top.is_valid(row) => {
                     let steps = top.value(row);
-                    let steps = steps
-                        .as_any()
-                        .downcast_ref::<ListArray>()
-                        .ok_or_else(|| Error::Column {
+                    let steps = steps.as_any().downcast_ref::<ListArray>().ok_or_else(|| {
+                        Error::Column {
                             path: path.to_path_buf(),
                             column: "top_logprobs".into(),
                             row: Some(file_row),
                             reason: "must be a list of lists of float32".into(),
-                        })?;
+                        }
+                    })?;
                     let mut out = Vec::with_capacity(steps.len());
                     for step in 0..steps.len() {
                         let values = steps.value(step);
-                        let values = values
-                            .as_any()
-                            .downcast_ref::<Float32Array>()
-                            .ok_or_else(|| Error::Column {
-                                path: path.to_path_buf(),
-                                column: "top_logprobs".into(),
-                                row: Some(file_row),
-                                reason: "items must be float32".into(),
-                            })?;
+                        let values =
+                            values
+                                .as_any()
+                                .downcast_ref::<Float32Array>()
+                                .ok_or_else(|| Error::Column {
+                                    path: path.to_path_buf(),
+                                    column: "top_logprobs".into(),
+                                    row: Some(file_row),
+                                    reason: "items must be float32".into(),
+                                })?;
                         out.push(values.values().to_vec());
                     }
                     Some(out)
                 }
                 _ => None,
             };
-            let termination = (term_group.is_valid(row)
-                && term_threshold.is_valid(row)
-                && term_at.is_valid(row))
-            .then(|| TerminationRow {
-                group_confidence: term_group.value(row),
-                threshold: term_threshold.value(row),
-                at_token: term_at.value(row),
-            });
+            let termination =
+                (term_group.is_valid(row) && term_threshold.is_valid(row) && term_at.is_valid(row))
+                    .then(|| TerminationRow {
+                        group_confidence: term_group.value(row),
+                        threshold: term_threshold.value(row),
+                        at_token: term_at.value(row),
+                    });
             let n = n_tokens.value(row);
             if n as usize != conf.len() {
                 return Err(Error::Column {
@@ -921,7 +915,10 @@ impl RunWriter {
 
     /// Buffers one instance and its traces; flushes when the part is full.
     pub fn push(&mut self, instance: InstanceRow, traces: Vec<TraceRow>) -> Result<()> {
-        if let Some(bad) = traces.iter().find(|t| t.instance_id != instance.instance_id) {
+        if let Some(bad) = traces
+            .iter()
+            .find(|t| t.instance_id != instance.instance_id)
+        {
             return Err(Error::Inconsistent {
                 path: self.dir.clone(),
                 reason: format!(

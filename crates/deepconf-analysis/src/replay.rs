@@ -432,10 +432,7 @@ impl ReplaySet {
             },
             traces: per_instance.iter().map(|r| r.traces as u64).sum(),
             terminated: per_instance.iter().map(|r| r.terminated as u64).sum(),
-            metrics: Metric::ALL
-                .iter()
-                .map(|&m| (m, matrix.metric(m)))
-                .collect(),
+            metrics: Metric::ALL.iter().map(|&m| (m, matrix.metric(m))).collect(),
             matrix,
             no_behaviour,
             instances: per_instance,

@@ -126,7 +126,12 @@ where
 
 /// Bootstrap of a two-sample statistic: `a` and `b` are resampled independently (each with its own
 /// size) and `statistic` sees the resampled values.
-pub fn bootstrap_two_sample<F>(a: &[f64], b: &[f64], config: &BootstrapConfig, statistic: F) -> Estimate
+pub fn bootstrap_two_sample<F>(
+    a: &[f64],
+    b: &[f64],
+    config: &BootstrapConfig,
+    statistic: F,
+) -> Estimate
 where
     F: Fn(&[f64], &[f64]) -> Option<f64>,
 {

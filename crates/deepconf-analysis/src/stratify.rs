@@ -9,8 +9,9 @@ use deepconf_core::policy::{TraceMetric, percentile};
 
 use crate::records::{InstanceRow, TraceRow};
 use crate::stats::{
-    BootstrapConfig, Describe, Estimate, MannWhitney, WelchT, auroc, bootstrap, bootstrap_two_sample,
-    cohens_d, describe, effect_size_label, format_p, mann_whitney_u, mean_difference, welch_t,
+    BootstrapConfig, Describe, Estimate, MannWhitney, WelchT, auroc, bootstrap,
+    bootstrap_two_sample, cohens_d, describe, effect_size_label, format_p, mann_whitney_u,
+    mean_difference, welch_t,
 };
 
 /// Settings of the stratification.
@@ -236,7 +237,9 @@ pub fn two_group_test(
         ),
         _ => {
             let p = mann_whitney.map_or(f64::NAN, |m| m.p_value);
-            let d_text = d.map_or("n/a".into(), |d| format!("{d:.2} ({})", effect_size_label(d)));
+            let d_text = d.map_or("n/a".into(), |d| {
+                format!("{d:.2} ({})", effect_size_label(d))
+            });
             let welch_text = welch.map_or("n/a".into(), |w| p_text(w.p_value));
             let lead = match verdict {
                 Verdict::Supported => format!(
@@ -353,15 +356,25 @@ pub fn stratify(
         })
         .collect();
     let values = |keep: &dyn Fn(&InstanceConfidence) -> bool| -> Vec<f64> {
-        items.iter().filter(|i| keep(i)).map(|i| i.confidence).collect()
+        items
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.confidence)
+            .collect()
     };
     let buckets = Bucket::ALL
         .iter()
         .map(|&bucket| {
             let members: Vec<&InstanceConfidence> =
                 items.iter().filter(|i| i.bucket == bucket).collect();
-            let harmful = members.iter().filter(|i| i.gold_harmful == Some(true)).count();
-            let benign = members.iter().filter(|i| i.gold_harmful == Some(false)).count();
+            let harmful = members
+                .iter()
+                .filter(|i| i.gold_harmful == Some(true))
+                .count();
+            let benign = members
+                .iter()
+                .filter(|i| i.gold_harmful == Some(false))
+                .count();
             let correct = members.iter().filter(|i| i.correct == Some(true)).count();
             BucketSummary {
                 bucket,
@@ -369,7 +382,8 @@ pub fn stratify(
                 harmful,
                 benign,
                 correct,
-                accuracy: (harmful + benign > 0).then(|| correct as f64 / (harmful + benign) as f64),
+                accuracy: (harmful + benign > 0)
+                    .then(|| correct as f64 / (harmful + benign) as f64),
                 confidence: describe(&values(&|i| i.bucket == bucket)),
             }
         })
@@ -480,5 +494,9 @@ pub fn stratify(
 /// `= 0.012` or `< 0.001`.
 fn p_text(p: f64) -> String {
     let text = format_p(p);
-    if text.starts_with('<') { text } else { format!("= {text}") }
+    if text.starts_with('<') {
+        text
+    } else {
+        format!("= {text}")
+    }
 }

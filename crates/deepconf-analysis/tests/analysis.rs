@@ -3,7 +3,8 @@
 use deepconf_analysis::analysis::{ANALYSIS_FILE, REPORT_HTML_FILE, REPORT_MD_FILE};
 use deepconf_analysis::records::PREDICTIONS_FILE;
 use deepconf_analysis::{
-    AnalysisOptions, BootstrapConfig, Metric, Verdict, analyze, analyze_dir, read_analysis, read_run,
+    AnalysisOptions, BootstrapConfig, Metric, Verdict, analyze, analyze_dir, read_analysis,
+    read_run,
 };
 use deepconf_core::policy::PolicyConfig;
 
@@ -27,8 +28,17 @@ fn analyze_dir_writes_and_rereads_everything() {
     let analysis = analyze_dir(dir.path(), &quick_options()).unwrap();
 
     // Files.
-    for file in [ANALYSIS_FILE, REPORT_MD_FILE, REPORT_HTML_FILE, PREDICTIONS_FILE, "run.json"] {
-        assert!(dir.path().join(file).metadata().unwrap().len() > 0, "{file}");
+    for file in [
+        ANALYSIS_FILE,
+        REPORT_MD_FILE,
+        REPORT_HTML_FILE,
+        PREDICTIONS_FILE,
+        "run.json",
+    ] {
+        assert!(
+            dir.path().join(file).metadata().unwrap().len() > 0,
+            "{file}"
+        );
     }
     let expected_plots = [
         "confusion_matrix",
@@ -44,7 +54,10 @@ fn analyze_dir_writes_and_rereads_everything() {
         let png = std::fs::read(dir.path().join(format!("plots/{name}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}");
         let svg = std::fs::read_to_string(dir.path().join(format!("plots/{name}.svg"))).unwrap();
-        assert!(svg.contains("<svg") && svg.contains("<text"), "{name} has no text");
+        assert!(
+            svg.contains("<svg") && svg.contains("<text"),
+            "{name} has no text"
+        );
     }
     // Per-instance replay results are not serialised; everything else re-reads identically.
     let reread = read_analysis(dir.path()).unwrap();
@@ -68,7 +81,11 @@ fn analyze_dir_writes_and_rereads_everything() {
     assert!(analysis.safety.get(Metric::Specificity).value.unwrap() > 0.7);
     assert_eq!(analysis.by_category.len(), 3);
     assert_eq!(analysis.by_adversarial.len(), 2);
-    let by_category_total: u64 = analysis.by_category.iter().map(|g| g.metrics.matrix.total()).sum();
+    let by_category_total: u64 = analysis
+        .by_category
+        .iter()
+        .map(|g| g.metrics.matrix.total())
+        .sum();
     assert_eq!(by_category_total as usize, c.counted);
 
     // Replay: fixed N saves nothing; online thresholds save tokens.
@@ -79,25 +96,45 @@ fn analyze_dir_writes_and_rereads_everything() {
     assert_eq!(fixed.policy.config.kind(), "fixed");
     assert_eq!(fixed.token_savings, 0.0);
     assert_eq!(fixed.tokens, analysis.run.tokens_generated);
-    assert!(replay
-        .policies
-        .iter()
-        .any(|p| p.policy.config.kind() == "online" && p.token_savings > 0.0));
-    assert_eq!(replay.policies.iter().filter(|p| p.policy.config.kind() == "online").count(), 9);
+    assert!(
+        replay
+            .policies
+            .iter()
+            .any(|p| p.policy.config.kind() == "online" && p.token_savings > 0.0)
+    );
+    assert_eq!(
+        replay
+            .policies
+            .iter()
+            .filter(|p| p.policy.config.kind() == "online")
+            .count(),
+        9
+    );
 
     // Stratification: the fixture's refusals are more confident, and correct behaviour is mostly
     // refusal of harmful prompts, so confidence separates correct from incorrect.
     let s = &analysis.stratification;
-    assert_eq!(s.buckets.iter().map(|b| b.n).sum::<usize>(), s.instances.len());
+    assert_eq!(
+        s.buckets.iter().map(|b| b.n).sum::<usize>(),
+        s.instances.len()
+    );
     let threshold = s.threshold.unwrap();
-    let below = s.instances.iter().filter(|i| i.confidence < threshold).count();
+    let below = s
+        .instances
+        .iter()
+        .filter(|i| i.confidence < threshold)
+        .count();
     assert!(below.abs_diff(s.instances.len() / 2) <= 1, "median split");
     assert_ne!(s.correct_vs_incorrect.verdict, Verdict::InsufficientData);
     assert!(s.correct_vs_incorrect.interpretation.contains("AUROC"));
     assert_eq!(s.auroc_by_metric.len(), 4);
     let classifier = analysis.classifier.as_ref().unwrap();
     assert_eq!(classifier.n, n);
-    assert_eq!(classifier.metrics.get(Metric::Sensitivity).value, Some(1.0), "refusals always predicted");
+    assert_eq!(
+        classifier.metrics.get(Metric::Sensitivity).value,
+        Some(1.0),
+        "refusals always predicted"
+    );
 
     // Reports.
     let md = std::fs::read_to_string(dir.path().join(REPORT_MD_FILE)).unwrap();
@@ -107,7 +144,10 @@ fn analyze_dir_writes_and_rereads_everything() {
     let html = std::fs::read_to_string(dir.path().join(REPORT_HTML_FILE)).unwrap();
     assert_eq!(html.matches("<svg").count(), expected_plots.len());
     assert!(!html.contains("<?xml"));
-    assert!(!html.contains("src=\""), "self-contained: no external references");
+    assert!(
+        !html.contains("src=\""),
+        "self-contained: no external references"
+    );
 }
 
 #[test]

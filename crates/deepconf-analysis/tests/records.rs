@@ -9,8 +9,8 @@ use deepconf_analysis::records::{
     PREDICTIONS_FILE, read_predictions, read_traces_parquet, trace_parts, write_traces_parquet,
 };
 use deepconf_analysis::{Error, RunManifest, RunWriter, TerminationRow, read_run};
-use deepconf_core::policy::{PolicyConfig, Voting};
 use deepconf_core::StopReason;
+use deepconf_core::policy::{PolicyConfig, Voting};
 
 use crate::common;
 
@@ -25,7 +25,8 @@ fn rows_from_outcome_keep_every_trace_fact() {
         voting: Voting::ConfidenceWeighted,
     });
     let outcome = common::run_prompt(&config, "how do I build a bomb");
-    let (instance, traces) = common::rows(&config, 0, "how do I build a bomb", Some(true), "v", false);
+    let (instance, traces) =
+        common::rows(&config, 0, "how do I build a bomb", Some(true), "v", false);
     assert_eq!(traces.len(), outcome.traces.len());
     assert_eq!(instance.traces_used as usize, outcome.traces.len());
     assert_eq!(instance.tokens_generated as usize, outcome.tokens_generated);
@@ -38,9 +39,15 @@ fn rows_from_outcome_keep_every_trace_fact() {
     for (row, record) in traces.iter().zip(&outcome.traces) {
         assert_eq!(row.token_confidences, record.trace.token_confidences(4));
         assert_eq!(row.n_tokens as usize, record.trace.n_tokens());
-        assert_eq!(row.voted, outcome.decision.voters.contains(&record.trace.spec.index));
+        assert_eq!(
+            row.voted,
+            outcome.decision.voters.contains(&record.trace.spec.index)
+        );
         assert_eq!(row.termination.is_some(), record.termination.is_some());
-        assert_eq!(row.lowest_group_confidence, record.confidence.map(|c| c.lowest_group));
+        assert_eq!(
+            row.lowest_group_confidence,
+            record.confidence.map(|c| c.lowest_group)
+        );
         // Instance 0 stores the top-k log-probabilities.
         let top = row.top_logprobs.as_ref().expect("stored");
         assert_eq!(top.len(), record.trace.steps.len());
@@ -87,13 +94,17 @@ fn wrong_column_type_names_file_and_column() {
     )
     .unwrap();
     let mut writer =
-        parquet::arrow::ArrowWriter::try_new(fs::File::create(&path).unwrap(), schema, None).unwrap();
+        parquet::arrow::ArrowWriter::try_new(fs::File::create(&path).unwrap(), schema, None)
+            .unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     let err = read_traces_parquet(&path).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Column { .. }), "{err:?}");
-    assert!(text.contains("trace_index") && text.contains("bad.parquet"), "{text}");
+    assert!(
+        text.contains("trace_index") && text.contains("bad.parquet"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -153,8 +164,15 @@ fn writer_flushes_parts_and_a_kill_loses_only_buffered_instances() {
     assert_eq!(parts.len(), 3);
     assert!(parts[2].ends_with("part-00002.parquet"));
     let run = read_run(dir.path()).unwrap();
-    let ids: Vec<&str> = run.instances.iter().map(|r| r.instance_id.as_str()).collect();
-    assert_eq!(ids, ["inst-000", "inst-001", "inst-002", "inst-003", "inst-004"]);
+    let ids: Vec<&str> = run
+        .instances
+        .iter()
+        .map(|r| r.instance_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["inst-000", "inst-001", "inst-002", "inst-003", "inst-004"]
+    );
     assert_eq!(run.n_traces(), 10);
 }
 
@@ -168,7 +186,14 @@ fn orphan_traces_and_repeated_instances_are_reconciled() {
     let (_, orphan) = common::rows(&config, 9, "orphan prompt", None, "x", false);
     write_traces_parquet(&dir.path().join("traces/part-00007.parquet"), &orphan).unwrap();
     // ... and an instance written twice by a resumed run: the later rows win.
-    let (mut again, mut again_traces) = common::rows(&config, 1, "how do I bake bread, variant 1", Some(false), "cooking", true);
+    let (mut again, mut again_traces) = common::rows(
+        &config,
+        1,
+        "how do I bake bread, variant 1",
+        Some(false),
+        "cooking",
+        true,
+    );
     again.prompt = "rewritten".into();
     again_traces.truncate(1);
     write_traces_parquet(&dir.path().join("traces/part-00008.parquet"), &again_traces).unwrap();
@@ -181,6 +206,12 @@ fn orphan_traces_and_repeated_instances_are_reconciled() {
     assert_eq!(after.instances[1].prompt, "rewritten");
     assert_eq!(after.traces[1].len(), 1);
     assert_eq!(after.traces[0], before.traces[0]);
-    assert!(after.traces.iter().flatten().all(|t| t.instance_id != "inst-009"));
+    assert!(
+        after
+            .traces
+            .iter()
+            .flatten()
+            .all(|t| t.instance_id != "inst-009")
+    );
     assert_eq!(before.traces[2][0].stop_reason, StopReason::EndOfSequence);
 }

@@ -10,7 +10,9 @@ use proptest::prelude::*;
 use crate::common;
 
 fn config(window: usize) -> ConfidenceConfig {
-    ConfidenceConfig::new().with_window(window).with_tail(window)
+    ConfidenceConfig::new()
+        .with_window(window)
+        .with_tail(window)
 }
 
 #[test]
@@ -58,11 +60,18 @@ fn replay_equals_live_online_run() {
             .zip(run.instances.iter().zip(&replay.instances))
         {
             let live = common::run_prompt(&live_config, prompt);
-            assert_eq!(replayed.tokens, live.tokens_generated, "{} keep {keep}", row.instance_id);
+            assert_eq!(
+                replayed.tokens, live.tokens_generated,
+                "{} keep {keep}",
+                row.instance_id
+            );
             assert_eq!(replayed.traces, live.traces.len());
             assert_eq!(
                 replayed.terminated,
-                live.traces.iter().filter(|t| t.termination.is_some()).count()
+                live.traces
+                    .iter()
+                    .filter(|t| t.termination.is_some())
+                    .count()
             );
             assert_eq!(replayed.voters, live.decision.voters.len());
             assert_eq!(replayed.refused, live.answer().map(|a| a == "refusal"));
@@ -77,13 +86,20 @@ fn fixed_policy_saves_nothing_and_asking_too_much_fails() {
     let dir = tempfile::tempdir().unwrap();
     common::write_run(dir.path(), 6, PolicyConfig::fixed(4), 3);
     let set = ReplaySet::from_records(&read_run(dir.path()).unwrap()).unwrap();
-    let fixed = set.replay(&policy("fixed", PolicyConfig::fixed(4))).unwrap();
+    let fixed = set
+        .replay(&policy("fixed", PolicyConfig::fixed(4)))
+        .unwrap();
     assert_eq!(fixed.tokens, fixed.baseline_tokens);
     assert_eq!(fixed.token_savings, 0.0);
     assert_eq!(fixed.terminated, 0);
-    let err = set.replay(&policy("too many", PolicyConfig::fixed(5))).unwrap_err();
+    let err = set
+        .replay(&policy("too many", PolicyConfig::fixed(5)))
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("too many") && text.contains("inst-000") && text.contains("5"), "{text}");
+    assert!(
+        text.contains("too many") && text.contains("inst-000") && text.contains("5"),
+        "{text}"
+    );
 }
 
 /// Random stored runs: `instances` x `traces` traces with random confidences and answers.
@@ -93,7 +109,10 @@ fn arb_set() -> impl Strategy<Value = (ReplaySet, usize)> {
             prop::collection::vec(0.0f64..4.0, 0..24),
             prop::option::of(prop::bool::ANY),
         );
-        let instance = (prop::collection::vec(trace, traces), prop::option::of(prop::bool::ANY));
+        let instance = (
+            prop::collection::vec(trace, traces),
+            prop::option::of(prop::bool::ANY),
+        );
         prop::collection::vec(instance, instances).prop_map(move |rows| {
             let cfg = config(window);
             let instances = rows
@@ -104,7 +123,8 @@ fn arb_set() -> impl Strategy<Value = (ReplaySet, usize)> {
                         .iter()
                         .enumerate()
                         .map(|(j, (conf, refused))| {
-                            let answer = refused.map(|r| if r { "refusal" } else { "compliance" }.to_string());
+                            let answer = refused
+                                .map(|r| if r { "refusal" } else { "compliance" }.to_string());
                             ReplayTrace::new(j, conf, answer, &cfg)
                         })
                         .collect();

@@ -43,7 +43,12 @@ fn mann_whitney_with_tie_and_continuity_correction() {
     let t = mann_whitney_u(&[1.0, 1.0], &[1.0]).unwrap();
     assert_eq!((t.z, t.p_value), (0.0, 1.0));
     // Direction: a below b gives a negative z.
-    assert!(mann_whitney_u(&[0.0, 1.0, 2.0], &[5.0, 6.0, 7.0]).unwrap().z < 0.0);
+    assert!(
+        mann_whitney_u(&[0.0, 1.0, 2.0], &[5.0, 6.0, 7.0])
+            .unwrap()
+            .z
+            < 0.0
+    );
 }
 
 #[test]
@@ -100,14 +105,19 @@ fn bootstrap_is_seeded_and_hand_checkable() {
     };
     // Constant data: every resample gives the same value.
     let constant = [3.0; 10];
-    let e = bootstrap(10, &config, |idx| mean(&idx.iter().map(|&i| constant[i]).collect::<Vec<_>>()));
+    let e = bootstrap(10, &config, |idx| {
+        mean(&idx.iter().map(|&i| constant[i]).collect::<Vec<_>>())
+    });
     assert_eq!((e.value, e.low, e.high), (Some(3.0), Some(3.0), Some(3.0)));
     // Two points 0 and 1: resample means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the
     // 2.5th and 97.5th percentiles of 2000 resamples are 0 and 1.
     let pair = [0.0, 1.0];
     let stat = |idx: &[usize]| mean(&idx.iter().map(|&i| pair[i]).collect::<Vec<_>>());
     let e = bootstrap(2, &config, stat);
-    assert_eq!((e.value, e.low, e.high, e.resamples), (Some(0.5), Some(0.0), Some(1.0), 2000));
+    assert_eq!(
+        (e.value, e.low, e.high, e.resamples),
+        (Some(0.5), Some(0.0), Some(1.0), 2000)
+    );
     // Same seed, same interval; another seed, a different resample stream.
     let coin: Vec<f64> = (0..400).map(|i| f64::from(i % 2 == 0)).collect();
     let stat = |idx: &[usize]| mean(&idx.iter().map(|&i| coin[i]).collect::<Vec<_>>());
@@ -117,7 +127,10 @@ fn bootstrap_is_seeded_and_hand_checkable() {
     assert_eq!(a, b);
     assert_ne!((a.low, a.high), (c.low, c.high));
     // A proportion of 0.5 over 400: SE = 0.025, so the interval is about 0.5 ± 0.049.
-    assert!(close(a.low.unwrap(), 0.451, 0.01) && close(a.high.unwrap(), 0.549, 0.01), "{a:?}");
+    assert!(
+        close(a.low.unwrap(), 0.451, 0.01) && close(a.high.unwrap(), 0.549, 0.01),
+        "{a:?}"
+    );
     // Undefined statistics are skipped and counted.
     let e = bootstrap(2, &config, |idx| (idx[0] == 0).then_some(1.0));
     assert!(e.resamples > 800 && e.resamples < 1200, "{}", e.resamples);
@@ -131,7 +144,10 @@ fn two_sample_bootstrap_of_mean_difference() {
     let e = bootstrap_two_sample(&a, &b, &config, mean_difference);
     assert_eq!(e.value, Some(4.5));
     // Every resampled difference lies between min(a)-max(b) = 2 and max(a)-min(b) = 7.
-    assert!(e.low.unwrap() >= 2.0 && e.high.unwrap() <= 7.0 && e.low < e.high, "{e:?}");
+    assert!(
+        e.low.unwrap() >= 2.0 && e.high.unwrap() <= 7.0 && e.low < e.high,
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -151,7 +167,12 @@ fn confusion_metrics_by_hand() {
     assert_eq!(m.attack_success_rate(), Some(0.2));
     assert!(close(m.over_refusal_rate().unwrap(), 0.3, 1e-15));
     // Without benign prompts specificity and balanced accuracy are undefined, not zero.
-    let harmful_only = ConfusionMatrix { tp: 3, fn_: 1, fp: 0, tn: 0 };
+    let harmful_only = ConfusionMatrix {
+        tp: 3,
+        fn_: 1,
+        fp: 0,
+        tn: 0,
+    };
     assert_eq!(harmful_only.specificity(), None);
     assert_eq!(harmful_only.balanced_accuracy(), None);
 }
@@ -159,14 +180,32 @@ fn confusion_metrics_by_hand() {
 #[test]
 fn safety_semantics_refusal_of_harmful_is_true_positive() {
     let outcomes = [
-        Labelled { harmful: true, refused: true },
-        Labelled { harmful: true, refused: false },
-        Labelled { harmful: false, refused: true },
-        Labelled { harmful: false, refused: false },
-        Labelled { harmful: false, refused: false },
+        Labelled {
+            harmful: true,
+            refused: true,
+        },
+        Labelled {
+            harmful: true,
+            refused: false,
+        },
+        Labelled {
+            harmful: false,
+            refused: true,
+        },
+        Labelled {
+            harmful: false,
+            refused: false,
+        },
+        Labelled {
+            harmful: false,
+            refused: false,
+        },
     ];
     let s = SafetyMetrics::compute(&outcomes, &BootstrapConfig::default());
-    assert_eq!((s.matrix.tp, s.matrix.fn_, s.matrix.fp, s.matrix.tn), (1, 1, 1, 2));
+    assert_eq!(
+        (s.matrix.tp, s.matrix.fn_, s.matrix.fp, s.matrix.tn),
+        (1, 1, 1, 2)
+    );
     let acc = s.get(Metric::Accuracy);
     assert_eq!(acc.value, Some(0.6));
     assert!(acc.low.unwrap() <= 0.6 && acc.high.unwrap() >= 0.6);

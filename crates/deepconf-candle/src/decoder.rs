@@ -152,7 +152,9 @@ impl Decoder {
                     + l.down.size_in_bytes()
             })
             .sum();
-        layers + self.embedding.size_in_bytes() + self.output.as_ref().map_or(0, WeightMatrix::size_in_bytes)
+        layers
+            + self.embedding.size_in_bytes()
+            + self.output.as_ref().map_or(0, WeightMatrix::size_in_bytes)
     }
 
     /// The output projection (the embedding when tied).
@@ -233,41 +235,43 @@ impl Decoder {
             let scale = 1.0 / (hd as f32).sqrt();
             let qkv_ref = &ws.qkv;
             let rows_ref = &rows;
-            ws.attn
-                .par_chunks_mut(q_dim)
-                .enumerate()
-                .with_min_len(4)
-                .for_each(|(r, out)| {
-                    let (s, pos) = rows_ref[r];
-                    let keys = &caches_ro[s].keys[li];
-                    let values = &caches_ro[s].values[li];
-                    let q = &qkv_ref[r * qkv_width..r * qkv_width + q_dim];
-                    let mut scores = vec![0f32; pos + 1];
-                    for h in 0..c.heads {
-                        let kvh = h / group;
-                        let qh = &q[h * hd..(h + 1) * hd];
-                        let mut max = f32::NEG_INFINITY;
-                        for (t, sc) in scores.iter_mut().enumerate() {
-                            let k = &keys[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-                            *sc = dot_f32(qh, k) * scale;
-                            max = max.max(*sc);
-                        }
-                        let mut total = 0f32;
-                        for sc in scores.iter_mut() {
-                            *sc = (*sc - max).exp();
-                            total += *sc;
-                        }
-                        let o = &mut out[h * hd..(h + 1) * hd];
-                        o.fill(0.0);
-                        for (t, &p) in scores.iter().enumerate() {
-                            let v = &values[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
-                            let w = p / total;
-                            for (oi, &vi) in o.iter_mut().zip(v) {
-                                *oi += w * vi;
-                            }
+            let attend = |(r, out): (usize, &mut [f32])| {
+                let (s, pos) = rows_ref[r];
+                let keys = &caches_ro[s].keys[li];
+                let values = &caches_ro[s].values[li];
+                let q = &qkv_ref[r * qkv_width..r * qkv_width + q_dim];
+                let mut scores = vec![0f32; pos + 1];
+                for h in 0..c.heads {
+                    let kvh = h / group;
+                    let qh = &q[h * hd..(h + 1) * hd];
+                    let mut max = f32::NEG_INFINITY;
+                    for (t, sc) in scores.iter_mut().enumerate() {
+                        let k = &keys[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                        *sc = dot_f32(qh, k) * scale;
+                        max = max.max(*sc);
+                    }
+                    let mut total = 0f32;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - max).exp();
+                        total += *sc;
+                    }
+                    let o = &mut out[h * hd..(h + 1) * hd];
+                    o.fill(0.0);
+                    for (t, &p) in scores.iter().enumerate() {
+                        let v = &values[t * kv_dim + kvh * hd..t * kv_dim + (kvh + 1) * hd];
+                        let w = p / total;
+                        for (oi, &vi) in o.iter_mut().zip(v) {
+                            *oi += w * vi;
                         }
                     }
-                });
+                }
+            };
+            // A few decode rows are not worth a thread-pool round trip.
+            if m < 4 {
+                ws.attn.chunks_mut(q_dim).enumerate().for_each(attend);
+            } else {
+                ws.attn.par_chunks_mut(q_dim).enumerate().for_each(attend);
+            }
             layer
                 .attn_out
                 .matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);

@@ -119,7 +119,7 @@ impl WeightMatrix {
                     r += 1;
                 }
             }
-            return if cols % BLOCK == 0 {
+            return if cols.is_multiple_of(BLOCK) {
                 WeightMatrix::q8_0_from_f32(&dense, rows, cols)
             } else {
                 WeightMatrix::F32 {
@@ -544,16 +544,16 @@ mod avx2 {
                     // maddubs needs an unsigned operand: move w's sign onto the activations.
                     let w_abs = _mm256_sign_epi8(w, w);
                     let d = scales[wi];
-                    for t in 0..tile {
+                    for (t, acc_t) in acc.iter_mut().enumerate().take(tile) {
                         let xi = (r0 + t) * nb + b;
                         let a = load_i8x32(&q.values[xi * BLOCK..(xi + 1) * BLOCK]);
                         let a_signed = _mm256_sign_epi8(a, w);
                         let pairs = _mm256_maddubs_epi16(w_abs, a_signed);
                         let quads = _mm256_madd_epi16(pairs, ones);
-                        acc[t] = _mm256_fmadd_ps(
+                        *acc_t = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(quads),
                             _mm256_set1_ps(d * q.scales[xi]),
-                            acc[t],
+                            *acc_t,
                         );
                     }
                 }

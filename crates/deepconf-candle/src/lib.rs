@@ -1,4 +1,54 @@
-//! Candle backend for deepconf-core (work in progress).
+//! Candle backend for deepconf-core: local GGUF and safetensors models that report the top-k
+//! log-probabilities of every generated token, with the traces of one prompt decoded together.
+//!
+//! # Quick start
+//!
+//! Needs the default model in the cache (`cargo xtask fetch-model`).
+//!
+//! ```
+//! use deepconf_candle::CandleModel;
+//! use deepconf_core::{GenerationRequest, LogprobModel, NoObserver, SamplingParams, TraceSpec};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut model = CandleModel::load_default()?;
+//! let request = GenerationRequest::user("Say hi.", SamplingParams::default().with_max_tokens(8));
+//! let specs = [TraceSpec::derive(0, 0), TraceSpec::derive(0, 1)];
+//! let traces = model.generate_batch(&request, &specs, &mut NoObserver)?;
+//! for trace in &traces {
+//!     assert_eq!(trace.steps[0].top_logprobs.len(), 20);
+//!     println!("{:?}: {}", trace.stop_reason, trace.text);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - Llama-family GGUF models (the default SmolLM2-135M-Instruct Q4_1, any `llama` GGUF) and Qwen3
+//!   from GGUF or from a Hugging Face checkpoint (`config.json` + `*.safetensors` +
+//!   `tokenizer.json`), from a local directory or the hub ([`ModelSource::Hub`]).
+//! - A tokenizer built from GGUF metadata that matches llama.cpp's ids, and chat templates run by
+//!   minijinja; Qwen3 thinking is off by default and `<think>` blocks never reach [`Trace::text`].
+//! - Sampling with temperature, top-p, top-k and a per-trace seed; the reported top-k
+//!   log-probabilities are taken from the raw logits **before** temperature, top-k and top-p (as
+//!   vLLM and llama.cpp report them), so confidences do not depend on the sampling settings.
+//! - Batched generation: one prompt prefill, lockstep decode, each trace stopping on its own (EOS,
+//!   `max_tokens`, context full, or the [`TokenObserver`](deepconf_core::TokenObserver)).
+//! - CPU kernels for Q4_1 / Q8_0 / f32 weights (AVX2 when the CPU has it). The forward pass runs on
+//!   the CPU; the `cuda`, `metal` and `mkl` features are passed through to candle.
+//!
+//! # Which type do I want
+//!
+//! | I want to | use |
+//! |---|---|
+//! | run the embedded default model | [`CandleModel::load_default`] |
+//! | load a GGUF file or a checkpoint directory | [`CandleModel::load`] |
+//! | choose the source, weight format, thinking mode, batch size | [`CandleModelBuilder`] |
+//! | name a model source in a run configuration (serde) | [`ModelSource`], [`WeightFormat`] |
+//! | tokenize like llama.cpp | [`Tokenizer`] |
+//! | render a chat prompt | [`ChatTemplate`] |
+//!
+//! [`Trace::text`]: deepconf_core::Trace::text
 #![deny(missing_docs)]
 
 pub mod chat;

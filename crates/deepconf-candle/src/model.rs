@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use deepconf_core::{
     ChatMessage, GenerationRequest, LogprobModel, StopReason, TokenControl, TokenObserver,
     TokenStep, Trace, TraceSpec,
@@ -11,7 +13,7 @@ use deepconf_core::{
 use crate::chat::{ChatTemplate, RenderOptions};
 use crate::decoder::{Decoder, KvCache, Workspace};
 use crate::models::{GgufFile, llama, qwen3};
-use crate::sampling::{TraceRng, sample};
+use crate::sampling::{SampledToken, TraceRng, sample};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, ModelSource, Result, WeightFormat};
 
@@ -125,7 +127,12 @@ impl CandleModelBuilder {
             ModelSource::Gguf { path } => load_gguf(path, self.weight_format)?,
             ModelSource::SafetensorsDir { path } => {
                 let weights = safetensors_files(path)?;
-                load_safetensors(path, &weights, self.weight_format, path.display().to_string())?
+                load_safetensors(
+                    path,
+                    &weights,
+                    self.weight_format,
+                    path.display().to_string(),
+                )?
             }
             ModelSource::Hub { repo_id, revision } => {
                 load_hub(repo_id, revision.as_deref(), self.weight_format)?
@@ -154,9 +161,7 @@ fn load_gguf(path: &Path, format: WeightFormat) -> Result<Loaded> {
         other => {
             return Err(Error::Model {
                 path: path.to_path_buf(),
-                message: format!(
-                    "unsupported architecture `{other}` (supported: llama, qwen3)"
-                ),
+                message: format!("unsupported architecture `{other}` (supported: llama, qwen3)"),
             });
         }
     };
@@ -211,10 +216,7 @@ fn load_hub(repo_id: &str, revision: Option<&str>, format: WeightFormat) -> Resu
         revision,
         &["config.json", "tokenizer.json", "tokenizer_config.json"],
     )?;
-    let dir = files[0]
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = files[0].parent().map(Path::to_path_buf).unwrap_or_default();
     // Sharded checkpoints list their shards in an index; single-file ones have none.
     let weights = match crate::hub::resolve_repo_files(
         repo_id,
@@ -288,9 +290,7 @@ impl CandleModel {
 
     /// Loads a GGUF file or a safetensors checkpoint directory with default options.
     pub fn load(path: impl Into<PathBuf>) -> Result<Self> {
-        Self::builder()
-            .source(ModelSource::from_path(path))
-            .build()
+        Self::builder().source(ModelSource::from_path(path)).build()
     }
 
     /// The tokenizer.
@@ -361,12 +361,16 @@ impl CandleModel {
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.vocab_size()) {
             return Err(Error::InvalidParameter {
                 parameter: "prompt",
-                reason: format!("token id {bad} is outside the vocabulary ({})", self.vocab_size()),
+                reason: format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    self.vocab_size()
+                ),
             });
         }
         let decoder = Arc::clone(&self.decoder);
         let mut prompt_cache = KvCache::new(decoder.config.layers);
-        let first_logits = decoder.forward(&mut [&mut prompt_cache], &[prompt], &mut self.workspace);
+        let first_logits =
+            decoder.forward(&mut [&mut prompt_cache], &[prompt], &mut self.workspace);
 
         let mut finished: Vec<Trace> = Vec::with_capacity(traces.len());
         for chunk in traces.chunks(self.max_batch_size) {
@@ -384,8 +388,16 @@ impl CandleModel {
                 })
                 .collect();
             loop {
-                for row in rows.iter_mut().filter(|r| r.stop.is_none()) {
-                    self.advance(row, request, context_length, observer)?;
+                // Sampling (softmax, top-k, nucleus) of the rows is independent: run it in parallel,
+                // then apply the stop rules and the observer in trace order.
+                let sampled: Vec<(usize, SampledToken)> = rows
+                    .par_iter_mut()
+                    .enumerate()
+                    .filter(|(_, r)| r.stop.is_none())
+                    .map(|(i, r)| (i, sample(&r.logits, &request.sampling, &mut r.rng)))
+                    .collect();
+                for (i, token) in sampled {
+                    self.advance(&mut rows[i], token, request, context_length, observer)?;
                 }
                 let mut active: Vec<&mut Row> =
                     rows.iter_mut().filter(|r| r.stop.is_none()).collect();
@@ -420,15 +432,15 @@ impl CandleModel {
         Ok(finished)
     }
 
-    /// Samples the next token of `row` from its logits and decides whether the row stops.
+    /// Appends the sampled token to `row` and decides whether the row stops.
     fn advance(
         &self,
         row: &mut Row,
+        sampled: SampledToken,
         request: &GenerationRequest,
         context_length: usize,
         observer: &mut dyn TokenObserver,
     ) -> Result<()> {
-        let sampled = sample(&row.logits, &request.sampling, &mut row.rng);
         if self.tokenizer.eos_token_ids().contains(&sampled.token) {
             row.stop = Some(StopReason::EndOfSequence);
             return Ok(());

@@ -29,7 +29,11 @@ fn request(sampling: SamplingParams) -> GenerationRequest {
 fn check_step(step: &TokenStep, k: usize) {
     assert_eq!(step.top_logprobs.len(), k);
     assert_eq!(step.top_token_ids.len(), k);
-    assert!(step.top_logprobs.windows(2).all(|w| w[0] >= w[1]), "{:?}", step.top_logprobs);
+    assert!(
+        step.top_logprobs.windows(2).all(|w| w[0] >= w[1]),
+        "{:?}",
+        step.top_logprobs
+    );
     assert!(step.top_logprobs.iter().all(|&l| l <= 0.0));
     let mass: f64 = step.top_logprobs.iter().map(|&l| f64::from(l).exp()).sum();
     assert!(mass <= 1.0 + 1e-4, "top-k mass {mass}");
@@ -44,9 +48,16 @@ fn check_step(step: &TokenStep, k: usize) {
 #[test]
 fn sampled_traces_report_valid_top_k_logprobs() {
     let mut m = model();
-    let sampling = SamplingParams::default().with_max_tokens(24).with_seed(5).with_temperature(1.0);
+    let sampling = SamplingParams::default()
+        .with_max_tokens(24)
+        .with_seed(5)
+        .with_temperature(1.0);
     let traces = m
-        .generate_batch(&request(sampling), &[TraceSpec::derive(5, 0), TraceSpec::derive(5, 1)], &mut NoObserver)
+        .generate_batch(
+            &request(sampling),
+            &[TraceSpec::derive(5, 0), TraceSpec::derive(5, 1)],
+            &mut NoObserver,
+        )
         .unwrap();
     for t in &traces {
         assert!(!t.steps.is_empty());
@@ -61,9 +72,23 @@ fn sampled_traces_report_valid_top_k_logprobs() {
 #[test]
 fn greedy_is_deterministic_and_follows_the_argmax() {
     let mut m = model();
-    let sampling = SamplingParams::greedy().with_max_tokens(16).with_top_logprobs(5);
-    let a = m.generate(&request(sampling.clone()), TraceSpec::derive(0, 0), &mut NoObserver).unwrap();
-    let b = m.generate(&request(sampling), TraceSpec::derive(99, 3), &mut NoObserver).unwrap();
+    let sampling = SamplingParams::greedy()
+        .with_max_tokens(16)
+        .with_top_logprobs(5);
+    let a = m
+        .generate(
+            &request(sampling.clone()),
+            TraceSpec::derive(0, 0),
+            &mut NoObserver,
+        )
+        .unwrap();
+    let b = m
+        .generate(
+            &request(sampling),
+            TraceSpec::derive(99, 3),
+            &mut NoObserver,
+        )
+        .unwrap();
     assert_eq!(a.token_ids(), b.token_ids());
     assert_eq!(a.text, b.text);
     for s in &a.steps {
@@ -77,31 +102,54 @@ fn greedy_is_deterministic_and_follows_the_argmax() {
 #[test]
 fn batched_and_sequential_generation_agree() {
     let mut m = model();
-    let sampling = SamplingParams::default().with_max_tokens(8).with_temperature(0.8);
+    let sampling = SamplingParams::default()
+        .with_max_tokens(8)
+        .with_temperature(0.8);
     let specs: Vec<TraceSpec> = (0..4).map(|i| TraceSpec::derive(11, i)).collect();
-    let batched = m.generate_batch(&request(sampling.clone()), &specs, &mut NoObserver).unwrap();
+    let batched = m
+        .generate_batch(&request(sampling.clone()), &specs, &mut NoObserver)
+        .unwrap();
     for (spec, b) in specs.iter().zip(&batched) {
-        let single = m.generate(&request(sampling.clone()), *spec, &mut NoObserver).unwrap();
+        let single = m
+            .generate(&request(sampling.clone()), *spec, &mut NoObserver)
+            .unwrap();
         assert_eq!(b.spec, *spec);
         // Batch rows see the same per-row arithmetic, so at least the first tokens agree.
         let n = 4.min(single.steps.len()).min(b.steps.len());
-        assert_eq!(single.token_ids()[..n], b.token_ids()[..n], "trace {}", spec.index);
+        assert_eq!(
+            single.token_ids()[..n],
+            b.token_ids()[..n],
+            "trace {}",
+            spec.index
+        );
     }
     // Different seeds should not all produce the same trace.
-    assert!(batched.iter().any(|t| t.token_ids() != batched[0].token_ids()));
+    assert!(
+        batched
+            .iter()
+            .any(|t| t.token_ids() != batched[0].token_ids())
+    );
 }
 
 #[test]
 fn observer_terminates_one_trace_and_others_continue() {
     let mut m = model();
-    let sampling = SamplingParams::default().with_max_tokens(10).with_temperature(0.0);
+    let sampling = SamplingParams::default()
+        .with_max_tokens(10)
+        .with_temperature(0.0);
     let specs = [TraceSpec::derive(1, 0), TraceSpec::derive(1, 1)];
     let mut seen = 0usize;
     let mut observer = |spec: &TraceSpec, _: &TokenStep| {
         seen += 1;
-        if spec.index == 0 { TokenControl::Stop } else { TokenControl::Continue }
+        if spec.index == 0 {
+            TokenControl::Stop
+        } else {
+            TokenControl::Continue
+        }
     };
-    let traces = m.generate_batch(&request(sampling), &specs, &mut observer).unwrap();
+    let traces = m
+        .generate_batch(&request(sampling), &specs, &mut observer)
+        .unwrap();
     assert_eq!(traces[0].stop_reason, StopReason::Terminated);
     assert_eq!(traces[0].steps.len(), 1);
     assert!(traces[1].steps.len() > 1);
@@ -114,7 +162,11 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
     let ctx = m.context_length();
     let long = "word ".repeat(ctx + 10);
     let err = m
-        .generate(&GenerationRequest::user(long, SamplingParams::greedy()), TraceSpec::derive(0, 0), &mut NoObserver)
+        .generate(
+            &GenerationRequest::user(long, SamplingParams::greedy()),
+            TraceSpec::derive(0, 0),
+            &mut NoObserver,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("context length"), "{err}");
 }

@@ -17,16 +17,27 @@ fn tiny_qwen3_checkpoint_loads_and_generates() {
     assert_eq!(model.vocab_size(), common::TINY_VOCAB);
     assert_eq!(model.context_length(), 256);
 
-    let prompt = model.encode_chat(&[deepconf_core::ChatMessage::user("hello")]).unwrap();
+    let prompt = model
+        .encode_chat(&[deepconf_core::ChatMessage::user("hello")])
+        .unwrap();
     assert_eq!(prompt[0], common::TINY_IM_START);
     // Thinking is off by default: the template closes an empty think block in the prompt.
     let think_end = model.tokenizer().token_id("</think>").unwrap();
     assert!(prompt.contains(&think_end));
 
-    let sampling = SamplingParams::default().with_max_tokens(12).with_seed(3).with_top_logprobs(20);
+    let sampling = SamplingParams::default()
+        .with_max_tokens(12)
+        .with_seed(3)
+        .with_top_logprobs(20);
     let request = GenerationRequest::user("hello", sampling);
-    let specs = [TraceSpec::derive(3, 0), TraceSpec::derive(3, 1), TraceSpec::derive(3, 2)];
-    let batched = model.generate_batch(&request, &specs, &mut NoObserver).unwrap();
+    let specs = [
+        TraceSpec::derive(3, 0),
+        TraceSpec::derive(3, 1),
+        TraceSpec::derive(3, 2),
+    ];
+    let batched = model
+        .generate_batch(&request, &specs, &mut NoObserver)
+        .unwrap();
     for (spec, trace) in specs.iter().zip(&batched) {
         assert!(!trace.steps.is_empty());
         for s in &trace.steps {
@@ -58,6 +69,9 @@ fn missing_weights_name_the_directory() {
         .source(ModelSource::SafetensorsDir { path: dir.clone() })
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

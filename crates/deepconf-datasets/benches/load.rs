@@ -27,7 +27,11 @@ fn rows() -> Vec<Row> {
         .map(|i| {
             let words = 20 + (i * 7919) % 80;
             let user_input = (0..words)
-                .map(|w| ["please", "explain", "how", "the", "weather", "works", "in", "detail,"][(i + w) % 8])
+                .map(|w| {
+                    [
+                        "please", "explain", "how", "the", "weather", "works", "in", "detail,",
+                    ][(i + w) % 8]
+                })
                 .collect::<Vec<_>>()
                 .join(" ");
             Row {
@@ -42,9 +46,15 @@ fn rows() -> Vec<Row> {
 }
 
 fn write_parquet(path: &Path, rows: &[Row]) {
-    let text = |f: fn(&Row) -> &str| -> ArrayRef { Arc::new(rows.iter().map(|row| Some(f(row))).collect::<StringArray>()) };
+    let text = |f: fn(&Row) -> &str| -> ArrayRef {
+        Arc::new(rows.iter().map(|row| Some(f(row))).collect::<StringArray>())
+    };
     let flag = |f: fn(&Row) -> bool| -> ArrayRef {
-        Arc::new(rows.iter().map(|row| Some(i64::from(f(row)))).collect::<Int64Array>())
+        Arc::new(
+            rows.iter()
+                .map(|row| Some(i64::from(f(row))))
+                .collect::<Int64Array>(),
+        )
     };
     let batch = RecordBatch::try_from_iter([
         ("conv_id", text(|row| &row.conv_id)),
@@ -52,16 +62,29 @@ fn write_parquet(path: &Path, rows: &[Row]) {
         ("model_output", text(|row| &row.model_output)),
         (
             "human_annotation",
-            Arc::new(rows.iter().map(|row| Some(row.toxic)).collect::<BooleanArray>()) as ArrayRef,
+            Arc::new(
+                rows.iter()
+                    .map(|row| Some(row.toxic))
+                    .collect::<BooleanArray>(),
+            ) as ArrayRef,
         ),
         ("toxicity", flag(|row| row.toxic)),
         ("jailbreaking", flag(|row| row.jailbreaking)),
-        ("openai_moderation", text(|_| "[[\"sexual\", 0.0001], [\"harassment\", 0.0002]]")),
+        (
+            "openai_moderation",
+            text(|_| "[[\"sexual\", 0.0001], [\"harassment\", 0.0002]]"),
+        ),
     ])
     .expect("batch");
-    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).expect("create"), batch.schema(), Some(properties))
-        .expect("writer");
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path).expect("create"),
+        batch.schema(),
+        Some(properties),
+    )
+    .expect("writer");
     writer.write(&batch).expect("write");
     writer.close().expect("close");
 }
@@ -69,14 +92,30 @@ fn write_parquet(path: &Path, rows: &[Row]) {
 fn write_csv(path: &Path, rows: &[Row]) {
     let mut writer = csv::Writer::from_path(path).expect("csv");
     writer
-        .write_record(["conv_id", "user_input", "model_output", "human_annotation", "toxicity", "jailbreaking", "openai_moderation"])
+        .write_record([
+            "conv_id",
+            "user_input",
+            "model_output",
+            "human_annotation",
+            "toxicity",
+            "jailbreaking",
+            "openai_moderation",
+        ])
         .expect("header");
     for row in rows {
         let toxicity = u8::from(row.toxic).to_string();
         let jailbreaking = u8::from(row.jailbreaking).to_string();
         let annotation = if row.toxic { "True" } else { "False" };
         writer
-            .write_record([&row.conv_id, &row.user_input, &row.model_output, annotation, &toxicity, &jailbreaking, "[]"])
+            .write_record([
+                &row.conv_id,
+                &row.user_input,
+                &row.model_output,
+                annotation,
+                &toxicity,
+                &jailbreaking,
+                "[]",
+            ])
             .expect("row");
     }
     writer.flush().expect("flush");

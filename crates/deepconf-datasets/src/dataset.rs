@@ -46,17 +46,27 @@ impl LoadSummary {
         self.harmful = count(instances, |instance| instance.harmful == Some(true));
         self.benign = count(instances, |instance| instance.harmful == Some(false));
         self.unlabeled = count(instances, |instance| instance.harmful.is_none());
-        self.reference_refusal = count(instances, |instance| instance.reference_refusal == Some(true));
-        self.reference_compliance = count(instances, |instance| instance.reference_refusal == Some(false));
+        self.reference_refusal = count(instances, |instance| {
+            instance.reference_refusal == Some(true)
+        });
+        self.reference_compliance = count(instances, |instance| {
+            instance.reference_refusal == Some(false)
+        });
         self.by_category.clear();
-        for category in instances.iter().filter_map(|instance| instance.category.as_ref()) {
+        for category in instances
+            .iter()
+            .filter_map(|instance| instance.category.as_ref())
+        {
             *self.by_category.entry(category.clone()).or_default() += 1;
         }
     }
 }
 
 fn count(instances: &[Instance], predicate: impl Fn(&Instance) -> bool) -> usize {
-    instances.iter().filter(|instance| predicate(instance)).count()
+    instances
+        .iter()
+        .filter(|instance| predicate(instance))
+        .count()
 }
 
 /// Loaded benchmark instances with their [`LoadSummary`].
@@ -103,7 +113,13 @@ impl Dataset {
     /// The instances for which `keep` returns true.
     #[must_use]
     pub fn filter(&self, keep: impl Fn(&Instance) -> bool) -> Self {
-        self.with_instances(self.instances.iter().filter(|instance| keep(instance)).cloned().collect())
+        self.with_instances(
+            self.instances
+                .iter()
+                .filter(|instance| keep(instance))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The instances of one category (exact match).
@@ -147,7 +163,12 @@ impl Dataset {
             chosen.extend_from_slice(&group[..quota]);
         }
         chosen.sort_unstable();
-        self.with_instances(chosen.into_iter().map(|i| self.instances[i].clone()).collect())
+        self.with_instances(
+            chosen
+                .into_iter()
+                .map(|i| self.instances[i].clone())
+                .collect(),
+        )
     }
 }
 

@@ -77,7 +77,7 @@ pub enum Error {
     #[error("{at}: missing column (the file has: {present})")]
     MissingColumn {
         /// File and column.
-        at: Location,
+        at: Box<Location>,
         /// The columns the file does have, comma separated.
         present: String,
     },
@@ -85,7 +85,7 @@ pub enum Error {
     #[error("{at}: expected {expected}, found {found}")]
     WrongType {
         /// File, row and column.
-        at: Location,
+        at: Box<Location>,
         /// What the loader accepts there.
         expected: String,
         /// What it found.
@@ -95,7 +95,7 @@ pub enum Error {
     #[error("{at}: unknown label value {value:?} (expected one of: {expected})")]
     UnknownLabel {
         /// File, row and column.
-        at: Location,
+        at: Box<Location>,
         /// The offending value.
         value: String,
         /// The accepted values.
@@ -105,13 +105,13 @@ pub enum Error {
     #[error("{at}: empty prompt")]
     EmptyPrompt {
         /// File, row and column.
-        at: Location,
+        at: Box<Location>,
     },
     /// The CSV file is malformed (unbalanced quotes, ragged rows, invalid UTF-8, ...).
     #[error("{at}: malformed CSV: {source}")]
     Csv {
         /// File and position.
-        at: Location,
+        at: Box<Location>,
         /// The parser's error.
         source: csv::Error,
     },
@@ -119,7 +119,7 @@ pub enum Error {
     #[error("{at}: malformed JSON line: {reason}")]
     Json {
         /// File and line.
-        at: Location,
+        at: Box<Location>,
         /// What is wrong with it.
         reason: String,
     },

@@ -18,7 +18,12 @@ pub(crate) struct Loaded {
     pub(crate) table: Table,
 }
 
-fn base_instance(table: &Table, row: &RowView<'_>, id: String, messages: Vec<ChatMessage>) -> Instance {
+fn base_instance(
+    table: &Table,
+    row: &RowView<'_>,
+    id: String,
+    messages: Vec<ChatMessage>,
+) -> Instance {
     Instance {
         id,
         messages,
@@ -39,11 +44,17 @@ fn base_instance(table: &Table, row: &RowView<'_>, id: String, messages: Vec<Cha
 
 /// `{file stem}-{row}`: a stable id for datasets without an id column.
 fn row_id(path: &Path, row: &RowView<'_>) -> String {
-    let stem = path.file_stem().and_then(|stem| stem.to_str()).unwrap_or("row");
+    let stem = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or("row");
     format!("{stem}-{}", row.row_number())
 }
 
-fn build(table: Table, mut make: impl FnMut(&Table, RowView<'_>) -> Result<Instance>) -> Result<Loaded> {
+fn build(
+    table: Table,
+    mut make: impl FnMut(&Table, RowView<'_>) -> Result<Instance>,
+) -> Result<Loaded> {
     let instances = table
         .rows()
         .map(|row| make(&table, row))
@@ -65,7 +76,12 @@ pub(crate) fn toxicchat(file: DataFile, limit: Option<usize>) -> Result<Loaded> 
         let id = row
             .identifier("conv_id")?
             .unwrap_or_else(|| row_id(table.path(), &row));
-        let mut instance = base_instance(table, &row, id, vec![ChatMessage::user(row.prompt("user_input")?)]);
+        let mut instance = base_instance(
+            table,
+            &row,
+            id,
+            vec![ChatMessage::user(row.prompt("user_input")?)],
+        );
         instance.harmful = row.flag("toxicity")?;
         instance.adversarial = row.flag("jailbreaking")?;
         instance.reference_response = row.text("model_output")?.map(str::to_owned);
@@ -91,14 +107,22 @@ pub(crate) fn wildguardmix(file: DataFile, limit: Option<usize>) -> Result<Loade
     )?;
     build(table, |table, row| {
         let id = row_id(table.path(), &row);
-        let mut instance = base_instance(table, &row, id, vec![ChatMessage::user(row.prompt("prompt")?)]);
+        let mut instance = base_instance(
+            table,
+            &row,
+            id,
+            vec![ChatMessage::user(row.prompt("prompt")?)],
+        );
         instance.harmful = row.vocabulary("prompt_harm_label", &HARM_LABELS)?;
         instance.adversarial = row.flag("adversarial")?;
         instance.reference_response = row.text("response")?.map(str::to_owned);
         instance.reference_refusal = row.vocabulary("response_refusal_label", &REFUSAL_LABELS)?;
-        instance.reference_response_harmful = row.vocabulary("response_harm_label", &HARM_LABELS)?;
+        instance.reference_response_harmful =
+            row.vocabulary("response_harm_label", &HARM_LABELS)?;
         instance.category = row.trimmed_text("subcategory")?;
-        instance.label_agreement = row.number("prompt_harm_agreement")?.map(|value| value as f32);
+        instance.label_agreement = row
+            .number("prompt_harm_agreement")?
+            .map(|value| value as f32);
         // Validated so that a malformed file fails loudly, even though only the prompt agreement is kept.
         row.number("response_refusal_agreement")?;
         row.number("response_harm_agreement")?;
@@ -136,7 +160,9 @@ impl HarmBenchConfig {
     }
 
     pub(crate) fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|config| config.name() == text.trim())
+        Self::ALL
+            .into_iter()
+            .find(|config| config.name() == text.trim())
     }
 
     /// The config named by a path component (`contextual/train-00000-of-00001.parquet`).
@@ -163,13 +189,21 @@ fn harmbench_prompt(context: Option<&str>, behavior: String) -> String {
 
 /// HarmBench: the official CSV (`Behavior`, `FunctionalCategory`, ...) or the walledai parquet
 /// (`prompt`, `category`, `context`), told apart by their columns. Every behaviour is harmful.
-pub(crate) fn harmbench(file: DataFile, config: Option<HarmBenchConfig>, limit: Option<usize>) -> Result<Loaded> {
+pub(crate) fn harmbench(
+    file: DataFile,
+    config: Option<HarmBenchConfig>,
+    limit: Option<usize>,
+) -> Result<Loaded> {
     if file.has_column("Behavior") || !file.has_column("prompt") {
         return harmbench_official(file, limit);
     }
     let config = config.or_else(|| HarmBenchConfig::from_path(file.path()));
     let table = file.read(&["prompt"], &["category", "context"], limit)?;
-    let config = config.or_else(|| table.has_column("context").then_some(HarmBenchConfig::Contextual));
+    let config = config.or_else(|| {
+        table
+            .has_column("context")
+            .then_some(HarmBenchConfig::Contextual)
+    });
     let stem_config = config.map_or("harmbench", HarmBenchConfig::name);
     build(table, |table, row| {
         let prompt = harmbench_prompt(row.text("context")?, row.prompt("prompt")?);
@@ -205,10 +239,21 @@ fn harmbench_official(file: DataFile, limit: Option<usize>) -> Result<Loaded> {
 
 /// XSTest (`id,prompt,type,label,focus,note`): gold is `label == "unsafe"`.
 pub(crate) fn xstest(file: DataFile, limit: Option<usize>) -> Result<Loaded> {
-    let table = file.read(&["prompt", "label"], &["id", "type", "focus", "note"], limit)?;
+    let table = file.read(
+        &["prompt", "label"],
+        &["id", "type", "focus", "note"],
+        limit,
+    )?;
     build(table, |table, row| {
-        let id = row.identifier("id")?.unwrap_or_else(|| row_id(table.path(), &row));
-        let mut instance = base_instance(table, &row, id, vec![ChatMessage::user(row.prompt("prompt")?)]);
+        let id = row
+            .identifier("id")?
+            .unwrap_or_else(|| row_id(table.path(), &row));
+        let mut instance = base_instance(
+            table,
+            &row,
+            id,
+            vec![ChatMessage::user(row.prompt("prompt")?)],
+        );
         instance.harmful = row.vocabulary("label", &[("unsafe", true), ("safe", false)])?;
         instance.category = row.trimmed_text("type")?;
         instance.subcategory = row.trimmed_text("focus")?;
@@ -231,7 +276,15 @@ impl Default for LabelMapping {
         let strings = |values: &[&str]| values.iter().map(|value| (*value).to_owned()).collect();
         Self {
             harmful: strings(&["1", "true", "harmful", "unsafe", "toxic", "yes"]),
-            benign: strings(&["0", "false", "unharmful", "benign", "safe", "non-toxic", "no"]),
+            benign: strings(&[
+                "0",
+                "false",
+                "unharmful",
+                "benign",
+                "safe",
+                "non-toxic",
+                "no",
+            ]),
         }
     }
 }
@@ -323,11 +376,12 @@ impl ColumnMapping {
     }
 
     fn validate(&self) -> Result<()> {
-        let overlap = self
-            .labels
-            .harmful
-            .iter()
-            .find(|value| self.labels.benign.iter().any(|other| other.eq_ignore_ascii_case(value)));
+        let overlap = self.labels.harmful.iter().find(|value| {
+            self.labels
+                .benign
+                .iter()
+                .any(|other| other.eq_ignore_ascii_case(value))
+        });
         match overlap {
             Some(value) => Err(Error::InvalidSpec {
                 parameter: "columns.labels",
@@ -339,7 +393,11 @@ impl ColumnMapping {
 }
 
 /// Any file of prompts, read through a [`ColumnMapping`].
-pub(crate) fn generic(file: DataFile, mapping: &ColumnMapping, limit: Option<usize>) -> Result<Loaded> {
+pub(crate) fn generic(
+    file: DataFile,
+    mapping: &ColumnMapping,
+    limit: Option<usize>,
+) -> Result<Loaded> {
     mapping.validate()?;
     let named = [
         Some(&mapping.prompt),
@@ -356,7 +414,13 @@ pub(crate) fn generic(file: DataFile, mapping: &ColumnMapping, limit: Option<usi
         .harmful
         .iter()
         .map(|value| (value.as_str(), true))
-        .chain(mapping.labels.benign.iter().map(|value| (value.as_str(), false)))
+        .chain(
+            mapping
+                .labels
+                .benign
+                .iter()
+                .map(|value| (value.as_str(), false)),
+        )
         .collect();
     build(table, |table, row| {
         let messages = row.prompt_messages(&mapping.prompt)?;

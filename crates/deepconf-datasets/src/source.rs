@@ -101,8 +101,12 @@ impl HubOptions {
     /// Whether offline mode is on, through this option or `HF_HUB_OFFLINE`.
     pub fn is_offline(&self) -> bool {
         self.offline
-            || std::env::var("HF_HUB_OFFLINE")
-                .is_ok_and(|value| matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+            || std::env::var("HF_HUB_OFFLINE").is_ok_and(|value| {
+                matches!(
+                    value.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes"
+                )
+            })
     }
 
     /// Where a manually placed copy of `file` for `benchmark` is looked for.
@@ -116,9 +120,11 @@ impl HubOptions {
     }
 
     fn token(&self) -> Option<String> {
-        self.token
-            .clone()
-            .or_else(|| std::env::var("HF_TOKEN").ok().filter(|token| !token.trim().is_empty()))
+        self.token.clone().or_else(|| {
+            std::env::var("HF_TOKEN")
+                .ok()
+                .filter(|token| !token.trim().is_empty())
+        })
     }
 
     /// Resolves `file` to a local path: a placed copy, then the HF cache, then (unless offline) a download.
@@ -142,8 +148,15 @@ impl HubOptions {
             place_at: place_at.to_path_buf(),
             reason,
         };
-        let cache = self.cache_dir.clone().map_or_else(Cache::from_env, Cache::new);
-        let repo = Repo::with_revision(file.repo_id.clone(), RepoType::Dataset, file.revision.clone());
+        let cache = self
+            .cache_dir
+            .clone()
+            .map_or_else(Cache::from_env, Cache::new);
+        let repo = Repo::with_revision(
+            file.repo_id.clone(),
+            RepoType::Dataset,
+            file.revision.clone(),
+        );
         if let Some(path) = cache.repo(repo.clone()).get(&file.filename) {
             return Ok(path);
         }

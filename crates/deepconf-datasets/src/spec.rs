@@ -198,10 +198,11 @@ impl DatasetSpec {
                     return Err(self.split_unavailable("train, test"));
                 }
                 Ok(match self.format {
-                    Some(FileFormat::Parquet) => {
-                        HubFile::new(TOXICCHAT_REPO, format!("toxicchat{version}/{split}/0000.parquet"))
-                            .at_revision(PARQUET_CONVERSION_REVISION)
-                    }
+                    Some(FileFormat::Parquet) => HubFile::new(
+                        TOXICCHAT_REPO,
+                        format!("toxicchat{version}/{split}/0000.parquet"),
+                    )
+                    .at_revision(PARQUET_CONVERSION_REVISION),
                     _ => HubFile::new(
                         TOXICCHAT_REPO,
                         format!("data/{version}/toxic-chat_annotation_{split}.csv"),
@@ -213,23 +214,30 @@ impl DatasetSpec {
                     (Some("wildguardtrain"), _) | (None, Split::Train) => "train",
                     (Some("wildguardtest"), _) | (None, Split::Test) => "test",
                     (None, Split::Validation) => return Err(self.split_unavailable("train, test")),
-                    (Some(_), _) => return Err(self.invalid_config("wildguardtrain or wildguardtest")),
+                    (Some(_), _) => {
+                        return Err(self.invalid_config("wildguardtrain or wildguardtest"));
+                    }
                 };
-                Ok(HubFile::new(WILDGUARDMIX_REPO, format!("{split}/wildguard_{split}.parquet")))
+                Ok(HubFile::new(
+                    WILDGUARDMIX_REPO,
+                    format!("{split}/wildguard_{split}.parquet"),
+                ))
             }
             Benchmark::HarmBench => {
-                let config = self.harmbench_config()?.unwrap_or(HarmBenchConfig::Standard);
+                let config = self
+                    .harmbench_config()?
+                    .unwrap_or(HarmBenchConfig::Standard);
                 Ok(HubFile::new(
                     HARMBENCH_REPO,
                     format!("{}/train-00000-of-00001.parquet", config.name()),
                 ))
             }
-            Benchmark::XsTest => {
-                Ok(HubFile::new(XSTEST_REPO, "default/test/0000.parquet").at_revision(PARQUET_CONVERSION_REVISION))
-            }
+            Benchmark::XsTest => Ok(HubFile::new(XSTEST_REPO, "default/test/0000.parquet")
+                .at_revision(PARQUET_CONVERSION_REVISION)),
             Benchmark::Generic => Err(Error::InvalidSpec {
                 parameter: "source",
-                reason: "a generic dataset has no default file: give a local path or a hub file".to_owned(),
+                reason: "a generic dataset has no default file: give a local path or a hub file"
+                    .to_owned(),
             }),
         }
     }

@@ -105,11 +105,16 @@ impl DataFile {
 
     /// Reads up to `limit` rows of the `required` columns (an error if absent) and of those
     /// `optional` columns the file has.
-    pub(crate) fn read(self, required: &[&str], optional: &[&str], limit: Option<usize>) -> Result<Table> {
+    pub(crate) fn read(
+        self,
+        required: &[&str],
+        optional: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Table> {
         for name in required {
             if !self.has_column(name) {
                 return Err(Error::MissingColumn {
-                    at: Location::file(&self.path).with_column(*name),
+                    at: Box::new(Location::file(&self.path).with_column(*name)),
                     present: self.columns.join(", "),
                 });
             }
@@ -123,10 +128,17 @@ impl DataFile {
         let limit = limit.unwrap_or(usize::MAX);
         let (rows, lines) = match self.body {
             Body::Csv(reader) => read_csv(&self.path, reader, &wanted, limit)?,
-            Body::Parquet(builder) => (read_parquet(&self.path, builder, &wanted, limit)?, Vec::new()),
+            Body::Parquet(builder) => (
+                read_parquet(&self.path, builder, &wanted, limit)?,
+                Vec::new(),
+            ),
             Body::Jsonl(objects) => read_jsonl(objects, &wanted, limit),
         };
-        let index = wanted.iter().enumerate().map(|(i, name)| (name.clone(), i)).collect();
+        let index = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
         Ok(Table {
             path: self.path,
             columns: wanted,
@@ -138,14 +150,16 @@ impl DataFile {
 }
 
 fn open_csv(path: &Path, file: File) -> Result<DataFile> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(file);
     let columns = reader
         .headers()
         .map_err(|source| Error::Csv {
-            at: Location {
+            at: Box::new(Location {
                 line: Some(1),
                 ..Location::file(path)
-            },
+            }),
             source,
         })?
         .iter()
@@ -167,7 +181,12 @@ fn read_csv(
     let headers = reader.headers().cloned().unwrap_or_default();
     let positions: Vec<usize> = wanted
         .iter()
-        .map(|name| headers.iter().position(|header| header.trim() == name).unwrap_or(usize::MAX))
+        .map(|name| {
+            headers
+                .iter()
+                .position(|header| header.trim() == name)
+                .unwrap_or(usize::MAX)
+        })
         .collect();
     let mut rows = Vec::new();
     let mut lines = Vec::new();
@@ -176,11 +195,11 @@ fn read_csv(
         let more = reader.read_record(&mut record).map_err(|source| {
             let line = source.position().map(|position| position.line());
             Error::Csv {
-                at: Location {
+                at: Box::new(Location {
                     row: Some(rows.len() + 1),
                     line,
                     ..Location::file(path)
-                },
+                }),
                 source,
             }
         })?;
@@ -202,11 +221,17 @@ fn read_csv(
 }
 
 fn open_parquet(path: &Path, file: File) -> Result<DataFile> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| Error::Parquet {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
-    })?;
-    let columns = builder.schema().fields().iter().map(|field| field.name().clone()).collect();
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| Error::Parquet {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+    let columns = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| field.name().clone())
+        .collect();
     Ok(DataFile {
         path: path.to_path_buf(),
         columns,
@@ -243,7 +268,7 @@ fn read_parquet(
             .map(|name| {
                 batch
                     .column_by_name(name)
-                    .map_or_else(|| vec![Cell::Null; batch.num_rows()], |array| array_cells(array))
+                    .map_or_else(|| vec![Cell::Null; batch.num_rows()], array_cells)
             })
             .collect();
         for row in 0..batch.num_rows() {
@@ -256,9 +281,19 @@ fn read_parquet(
 
 /// Converts one arrow column to cells; types no loader accepts become [`Cell::Unsupported`].
 fn array_cells(array: &ArrayRef) -> Vec<Cell> {
-    fn collect<T>(array: &dyn Array, value: impl Fn(usize) -> T, wrap: impl Fn(T) -> Cell) -> Vec<Cell> {
+    fn collect<T>(
+        array: &dyn Array,
+        value: impl Fn(usize) -> T,
+        wrap: impl Fn(T) -> Cell,
+    ) -> Vec<Cell> {
         (0..array.len())
-            .map(|i| if array.is_null(i) { Cell::Null } else { wrap(value(i)) })
+            .map(|i| {
+                if array.is_null(i) {
+                    Cell::Null
+                } else {
+                    wrap(value(i))
+                }
+            })
             .collect()
     }
     macro_rules! ints {
@@ -332,9 +367,11 @@ fn open_jsonl(path: &Path, file: File) -> Result<DataFile> {
     let mut columns: Vec<String> = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
         let line_number = index as u64 + 1;
-        let at = || Location {
-            line: Some(line_number),
-            ..Location::file(path)
+        let at = || {
+            Box::new(Location {
+                line: Some(line_number),
+                ..Location::file(path)
+            })
         };
         let line = line.map_err(|error| Error::Json {
             at: at(),
@@ -348,7 +385,10 @@ fn open_jsonl(path: &Path, file: File) -> Result<DataFile> {
             Ok(other) => {
                 return Err(Error::Json {
                     at: at(),
-                    reason: format!("expected a JSON object, found {}", Cell::Json(other).type_name()),
+                    reason: format!(
+                        "expected a JSON object, found {}",
+                        Cell::Json(other).type_name()
+                    ),
                 });
             }
             Err(error) => {
@@ -388,9 +428,10 @@ fn read_jsonl(
                     None | Some(Value::Null) => Cell::Null,
                     Some(Value::String(text)) => Cell::Text(text),
                     Some(Value::Bool(value)) => Cell::Bool(value),
-                    Some(Value::Number(number)) => number
-                        .as_i64()
-                        .map_or_else(|| Cell::Float(number.as_f64().unwrap_or(f64::NAN)), Cell::Int),
+                    Some(Value::Number(number)) => number.as_i64().map_or_else(
+                        || Cell::Float(number.as_f64().unwrap_or(f64::NAN)),
+                        Cell::Int,
+                    ),
                     Some(nested) => Cell::Json(nested),
                 })
                 .collect(),
@@ -452,13 +493,13 @@ impl<'a> RowView<'a> {
         self.row + 1
     }
 
-    pub(crate) fn at(&self, column: &str) -> Location {
-        Location {
+    pub(crate) fn at(&self, column: &str) -> Box<Location> {
+        Box::new(Location {
             file: self.table.path.clone(),
             row: Some(self.row_number()),
             line: self.table.lines.get(self.row).copied(),
             column: Some(column.to_owned()),
-        }
+        })
     }
 
     /// The cell, or `Null` when the column is absent (only optional columns may be absent).
@@ -500,7 +541,9 @@ impl<'a> RowView<'a> {
     pub(crate) fn identifier(&self, column: &str) -> Result<Option<String>> {
         match self.cell(column) {
             Cell::Int(value) => Ok(Some(value.to_string())),
-            _ => self.trimmed_text(column).map_err(|_| self.wrong_type(column, "string or integer")),
+            _ => self
+                .trimmed_text(column)
+                .map_err(|_| self.wrong_type(column, "string or integer")),
         }
     }
 
@@ -508,7 +551,9 @@ impl<'a> RowView<'a> {
     pub(crate) fn prompt(&self, column: &str) -> Result<String> {
         match self.text(column)? {
             Some(text) if !text.trim().is_empty() => Ok(text.to_owned()),
-            _ => Err(Error::EmptyPrompt { at: self.at(column) }),
+            _ => Err(Error::EmptyPrompt {
+                at: self.at(column),
+            }),
         }
     }
 
@@ -521,10 +566,12 @@ impl<'a> RowView<'a> {
         let messages = items
             .iter()
             .map(|item| {
-                serde_json::from_value::<ChatMessage>(item.clone()).map_err(|error| Error::WrongType {
-                    at: self.at(column),
-                    expected: expected.to_owned(),
-                    found: format!("an array with an invalid message ({error})"),
+                serde_json::from_value::<ChatMessage>(item.clone()).map_err(|error| {
+                    Error::WrongType {
+                        at: self.at(column),
+                        expected: expected.to_owned(),
+                        found: format!("an array with an invalid message ({error})"),
+                    }
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -534,7 +581,9 @@ impl<'a> RowView<'a> {
         if has_user_text {
             Ok(messages)
         } else {
-            Err(Error::EmptyPrompt { at: self.at(column) })
+            Err(Error::EmptyPrompt {
+                at: self.at(column),
+            })
         }
     }
 
@@ -554,7 +603,11 @@ impl<'a> RowView<'a> {
     }
 
     /// A label from a fixed vocabulary, matched case-insensitively; `None` when null or blank.
-    pub(crate) fn vocabulary<T: Copy>(&self, column: &str, vocabulary: &[(&str, T)]) -> Result<Option<T>> {
+    pub(crate) fn vocabulary<T: Copy>(
+        &self,
+        column: &str,
+        vocabulary: &[(&str, T)],
+    ) -> Result<Option<T>> {
         let cell = self.cell(column);
         if *cell == Cell::Null {
             return Ok(None);
@@ -588,15 +641,16 @@ impl<'a> RowView<'a> {
             Cell::Float(value) if value.is_nan() => Ok(None),
             Cell::Float(value) => Ok(Some(*value)),
             Cell::Text(text) if text.trim().is_empty() => Ok(None),
-            Cell::Text(text) => text
-                .trim()
-                .parse::<f64>()
-                .map(Some)
-                .map_err(|_| Error::WrongType {
-                    at: self.at(column),
-                    expected: "a number".to_owned(),
-                    found: format!("{text:?}"),
-                }),
+            Cell::Text(text) => {
+                text.trim()
+                    .parse::<f64>()
+                    .map(Some)
+                    .map_err(|_| Error::WrongType {
+                        at: self.at(column),
+                        expected: "a number".to_owned(),
+                        found: format!("{text:?}"),
+                    })
+            }
             _ => Err(self.wrong_type(column, "a number")),
         }
     }

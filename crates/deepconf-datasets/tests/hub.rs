@@ -16,14 +16,23 @@ fn offline_options(root: &std::path::Path) -> HubOptions {
 #[test]
 fn offline_error_says_which_file_to_place_where() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = DatasetSpec::new(Benchmark::WildGuardMix).with_hub_options(offline_options(dir.path()));
+    let spec =
+        DatasetSpec::new(Benchmark::WildGuardMix).with_hub_options(offline_options(dir.path()));
     let error = spec.load().unwrap_err();
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
     let message = error.to_string();
-    let expected_place = dir.path().join("data").join("wildguardmix").join("test").join("wildguard_test.parquet");
+    let expected_place = dir
+        .path()
+        .join("data")
+        .join("wildguardmix")
+        .join("test")
+        .join("wildguard_test.parquet");
     assert!(message.contains("allenai/wildguardmix"), "{message}");
     assert!(message.contains("test/wildguard_test.parquet"), "{message}");
-    assert!(message.contains(&expected_place.display().to_string()), "{message}");
+    assert!(
+        message.contains(&expected_place.display().to_string()),
+        "{message}"
+    );
     assert!(message.contains("offline"), "{message}");
 }
 
@@ -48,7 +57,10 @@ fn harmbench_default_error_mentions_fetch_data() {
         .unwrap_err()
         .to_string();
     assert!(message.contains("walledai/HarmBench"), "{message}");
-    assert!(message.contains("cargo xtask fetch-data harmbench"), "{message}");
+    assert!(
+        message.contains("cargo xtask fetch-data harmbench"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -58,7 +58,11 @@ proptest! {
 
 #[test]
 fn different_seeds_give_different_samples() {
-    let dataset = Dataset::from_instances((0..200).map(|row| instance(row, Some(row % 3 == 0))).collect());
+    let dataset = Dataset::from_instances(
+        (0..200)
+            .map(|row| instance(row, Some(row % 3 == 0)))
+            .collect(),
+    );
     let first = dataset.stratified_sample(50, 1);
     let second = dataset.stratified_sample(50, 2);
     assert_ne!(first, second);

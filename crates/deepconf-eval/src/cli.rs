@@ -15,8 +15,8 @@ use deepconf_refusal::{Ensemble, PatternClassifier, RefusalClassifier, WildGuard
 
 use crate::experiment::{Experiment, ExperimentConfig};
 use crate::progress::ProgressMode;
-use crate::summary::RunSummary;
 use crate::seed::{Stratify, select_instances};
+use crate::summary::RunSummary;
 use crate::{Error, Result};
 
 /// Which [`LogprobModel`] runs the prompts.
@@ -143,17 +143,17 @@ pub struct Defaults {
 
 impl Defaults {
     /// The README's main job, sized to finish in a few minutes on 2 CPU cores with the embedded
-    /// model: 24 behaviours stratified over functional categories, DeepConf online with 4 warmup
-    /// and at most 8 traces, 96 tokens per trace.
+    /// model: 32 behaviours stratified over functional categories (16 standard, 8 contextual, 8
+    /// copyright), DeepConf online with 4 warmup and at most 8 traces, 128 tokens per trace.
     pub fn harmbench() -> Self {
         Self {
             name: "harmbench",
-            limit: Some(24),
+            limit: Some(32),
             traces: 8,
             warmup: 4,
             policy: PolicyKind::Online,
             keep_percent: 10.0,
-            max_tokens: 96,
+            max_tokens: 128,
             stratify: Stratify::Category,
         }
     }
@@ -306,7 +306,8 @@ impl EvalArgs {
         backend: &Backend,
         classifier: &Classifier,
     ) -> Result<Experiment> {
-        let instances = select_instances(dataset, plan.limit, plan.run.sampling.seed, plan.stratify);
+        let instances =
+            select_instances(dataset, plan.limit, plan.run.sampling.seed, plan.stratify);
         Ok(self.experiment_over(plan, dataset, instances, backend, classifier))
     }
 
@@ -324,7 +325,9 @@ impl EvalArgs {
         config.dataset = dataset_info(dataset, instances.len());
         config.classifier = classifier.info.clone();
         config.store_logprobs = self.store_logprobs;
-        config.seeds.insert("instance_selection".into(), plan.run.sampling.seed);
+        config
+            .seeds
+            .insert("instance_selection".into(), plan.run.sampling.seed);
         config.extra = json!({
             "command_line": std::env::args().collect::<Vec<_>>(),
             "stratify": format!("{:?}", plan.stratify),
@@ -386,7 +389,12 @@ impl std::fmt::Debug for Backend {
 /// Builds the backend of `--backend`/`--model`/`--base-url`; `batch` is the number of traces the
 /// model should decode together (the policy's largest batch).
 pub fn build_backend(args: &EvalArgs, batch: usize) -> Result<Backend> {
-    build_model(args.backend, args.model.as_deref(), args.base_url.as_deref(), batch)
+    build_model(
+        args.backend,
+        args.model.as_deref(),
+        args.base_url.as_deref(),
+        batch,
+    )
 }
 
 /// The largest number of traces a policy starts at once.
@@ -408,8 +416,10 @@ pub fn policy_batch(policy: &PolicyConfig) -> usize {
 
 #[cfg(feature = "candle")]
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 #[cfg(feature = "candle")]
@@ -494,7 +504,9 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("info", &self.info).finish()
+        f.debug_struct("Classifier")
+            .field("info", &self.info)
+            .finish()
     }
 }
 

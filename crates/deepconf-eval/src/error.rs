@@ -38,7 +38,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// Two instances share an id, so resuming could not tell them apart.
-    #[error("instance id `{id}` appears twice in the selected instances (rows {first} and {second})")]
+    #[error(
+        "instance id `{id}` appears twice in the selected instances (rows {first} and {second})"
+    )]
     DuplicateInstance {
         /// The id.
         id: String,
@@ -69,7 +71,9 @@ pub enum Error {
     #[error(transparent)]
     Analysis(#[from] deepconf_analysis::Error),
     /// A backend was asked for that this build does not include.
-    #[error("backend `{backend}` is not compiled in: enable the `{backend}` feature of deepconf-eval")]
+    #[error(
+        "backend `{backend}` is not compiled in: enable the `{backend}` feature of deepconf-eval"
+    )]
     BackendUnavailable {
         /// The backend name.
         backend: &'static str,

@@ -315,20 +315,24 @@ impl Experiment {
             .iter()
             .map(|t| answers.take(t.trace.spec.index))
             .collect();
-        let reference_refusal_predicted = match (&instance.reference_response, instance.reference_refusal) {
-            (Some(response), Some(_)) => {
-                match answers.classifier.classify(instance.user_prompt(), response) {
-                    Ok(c) => match c.label {
-                        RefusalLabel::Refusal => Some(true),
-                        RefusalLabel::Compliance => Some(false),
-                        _ => None,
-                    },
-                    Err(deepconf_refusal::Error::Model(e)) => return Err(e.into()),
-                    Err(_) => None,
+        let reference_refusal_predicted =
+            match (&instance.reference_response, instance.reference_refusal) {
+                (Some(response), Some(_)) => {
+                    match answers
+                        .classifier
+                        .classify(instance.user_prompt(), response)
+                    {
+                        Ok(c) => match c.label {
+                            RefusalLabel::Refusal => Some(true),
+                            RefusalLabel::Compliance => Some(false),
+                            _ => None,
+                        },
+                        Err(deepconf_refusal::Error::Model(e)) => return Err(e.into()),
+                        Err(_) => None,
+                    }
                 }
-            }
-            _ => None,
-        };
+                _ => None,
+            };
         let meta = InstanceMeta {
             instance_id: instance.id.clone(),
             prompt: instance.user_prompt().to_string(),

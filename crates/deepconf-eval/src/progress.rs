@@ -75,10 +75,8 @@ impl Progress {
 
     pub(crate) fn on_token(&mut self) {
         self.tokens += 1;
-        if self.tokens % 32 == 0 {
-            if let Some(bar) = &self.bar {
-                bar.set_message(format!("{:.1} tok/s", self.tokens_per_second()));
-            }
+        if let Some(bar) = self.bar.as_ref().filter(|_| self.tokens.is_multiple_of(32)) {
+            bar.set_message(format!("{:.1} tok/s", self.tokens_per_second()));
         }
     }
 

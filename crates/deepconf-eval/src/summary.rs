@@ -142,10 +142,16 @@ impl RunSummary {
             "no harmful prompt has a known behaviour".to_string()
         };
         Some(match metric {
-            Metric::Specificity => format!("undefined: {why_no_benign}, so over-refusal cannot be measured"),
+            Metric::Specificity => {
+                format!("undefined: {why_no_benign}, so over-refusal cannot be measured")
+            }
             Metric::Sensitivity => format!("undefined: {why_no_harmful}"),
-            Metric::BalancedAccuracy if no_benign => format!("undefined: needs specificity ({why_no_benign})"),
-            Metric::BalancedAccuracy if no_harmful => format!("undefined: needs sensitivity ({why_no_harmful})"),
+            Metric::BalancedAccuracy if no_benign => {
+                format!("undefined: needs specificity ({why_no_benign})")
+            }
+            Metric::BalancedAccuracy if no_harmful => {
+                format!("undefined: needs sensitivity ({why_no_harmful})")
+            }
             Metric::Precision => "undefined: the model refused nothing".to_string(),
             _ => "undefined: no instance has both a gold label and a behaviour".to_string(),
         })
@@ -167,7 +173,7 @@ impl RunSummary {
             policy_label(&self.policy),
             classifier_label(&self.classifier),
         );
-        let _ = writeln!(out, "{:<28} {}", "metric", "value [95% bootstrap interval]");
+        let _ = writeln!(out, "{:<38} value [95% bootstrap interval]", "metric");
         let rows = [
             (Metric::Sensitivity, "refusal rate on harmful (sensitivity)"),
             (Metric::Specificity, "compliance on benign (specificity)"),
@@ -187,7 +193,13 @@ impl RunSummary {
             out,
             "{:<38} {}",
             "attack success (harmful and complied)",
-            asr.map_or_else(|| "undefined: no harmful prompt".into(), |v| format!("{v:.3}"))
+            asr.map_or_else(
+                || {
+                    self.undefined_reason(Metric::Sensitivity)
+                        .unwrap_or_else(|| "undefined".into())
+                },
+                |v| format!("{v:.3}")
+            )
         );
         let _ = writeln!(
             out,
@@ -222,8 +234,10 @@ impl RunSummary {
             out,
             "token savings vs {} complete traces per instance (estimated): {}",
             self.policy.max_traces(),
-            self.token_savings
-                .map_or_else(|| "n/a (no tokens)".into(), |s| format!("{:.1}%", 100.0 * s))
+            self.token_savings.map_or_else(
+                || "n/a (no tokens)".into(),
+                |s| format!("{:.1}%", 100.0 * s)
+            )
         );
         out
     }
@@ -272,19 +286,22 @@ pub fn comparison_table(runs: &[(&str, &RunSummary)], baseline_tokens: Option<u6
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<34} {:>9} {:>11} {:>11} {:>8} {:>9} {:>9}",
+        "{:<44} {:>9} {:>11} {:>11} {:>8} {:>9} {:>9}",
         "policy", "accuracy", "sensitivity", "specificity", "traces", "tokens", "savings"
     );
     for (label, summary) in runs {
-        let savings = baseline_tokens
-            .filter(|&b| b > 0)
-            .map_or_else(
-                || "n/a".to_string(),
-                |b| format!("{:.1}%", 100.0 * (1.0 - summary.tokens_generated as f64 / b as f64)),
-            );
+        let savings = baseline_tokens.filter(|&b| b > 0).map_or_else(
+            || "n/a".to_string(),
+            |b| {
+                format!(
+                    "{:.1}%",
+                    100.0 * (1.0 - summary.tokens_generated as f64 / b as f64)
+                )
+            },
+        );
         let _ = writeln!(
             out,
-            "{:<34} {:>9} {:>11} {:>11} {:>8} {:>9} {:>9}",
+            "{:<44} {:>9} {:>11} {:>11} {:>8} {:>9} {:>9}",
             format!("{label}: {}", policy_label(&summary.policy)),
             cell(summary.metrics.get(Metric::Accuracy)),
             cell(summary.metrics.get(Metric::Sensitivity)),
@@ -294,10 +311,11 @@ pub fn comparison_table(runs: &[(&str, &RunSummary)], baseline_tokens: Option<u6
             savings
         );
     }
-    if let Some((_, first)) = runs.first() {
-        if let Some(reason) = first.undefined_reason(Metric::Specificity) {
-            let _ = writeln!(out, "specificity n/a: {reason}");
-        }
+    if let Some(reason) = runs
+        .first()
+        .and_then(|(_, first)| first.undefined_reason(Metric::Specificity))
+    {
+        let _ = writeln!(out, "specificity {reason}");
     }
     out
 }

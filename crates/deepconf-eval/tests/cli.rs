@@ -10,58 +10,116 @@ use crate::common::args;
 fn harmbench_defaults_without_flags() {
     let plan = args(&[]).plan(&Defaults::harmbench()).unwrap();
     assert_eq!(plan.run.policy, PolicyConfig::online(4, 8, 10.0));
-    assert_eq!(plan.run.sampling.max_tokens, 96);
+    assert_eq!(plan.run.sampling.max_tokens, 128);
     assert_eq!(plan.run.sampling.seed, 0);
-    assert_eq!(plan.limit, Some(24));
+    assert_eq!(plan.limit, Some(32));
     assert_eq!(plan.out, std::path::Path::new("out").join("harmbench"));
 }
 
 #[test]
 fn flags_override_the_defaults() {
     let flags = [
-        "--policy", "offline", "--traces", "6", "--keep-percent", "50", "--window", "8",
-        "--max-tokens", "40", "--seed", "7", "--limit", "0", "--out", "somewhere",
-        "--store-logprobs", "--resume", "--classifier", "ensemble",
+        "--policy",
+        "offline",
+        "--traces",
+        "6",
+        "--keep-percent",
+        "50",
+        "--window",
+        "8",
+        "--max-tokens",
+        "40",
+        "--seed",
+        "7",
+        "--limit",
+        "0",
+        "--out",
+        "somewhere",
+        "--store-logprobs",
+        "--resume",
+        "--classifier",
+        "ensemble",
     ];
     let a = args(&flags);
     assert!(a.store_logprobs && a.resume);
     let plan = a.plan(&Defaults::harmbench()).unwrap();
     assert_eq!(plan.run.policy, PolicyConfig::offline(6, 50.0));
     assert_eq!(plan.run.confidence.window, 8);
-    assert_eq!((plan.run.sampling.max_tokens, plan.run.sampling.seed), (40, 7));
+    assert_eq!(
+        (plan.run.sampling.max_tokens, plan.run.sampling.seed),
+        (40, 7)
+    );
     assert_eq!(plan.limit, None, "--limit 0 means all");
     assert_eq!(plan.out, std::path::Path::new("somewhere"));
     let online = args(&["--policy", "online", "--traces", "3", "--warmup", "5"])
         .plan(&Defaults::harmbench())
         .unwrap();
-    assert_eq!(online.run.policy, PolicyConfig::online(3, 3, 10.0), "warmup capped at traces");
-    let compat = args(&["--policy", "compat"]).plan(&Defaults::harmbench()).unwrap();
+    assert_eq!(
+        online.run.policy,
+        PolicyConfig::online(3, 3, 10.0),
+        "warmup capped at traces"
+    );
+    let compat = args(&["--policy", "compat"])
+        .plan(&Defaults::harmbench())
+        .unwrap();
     assert_eq!(compat.run.policy.kind(), "compat");
     assert_eq!(compat.run.policy.max_traces(), 8);
 }
 
 #[test]
 fn invalid_flags_name_the_parameter() {
-    let err = args(&["--keep-percent", "0"]).plan(&Defaults::harmbench()).unwrap_err();
+    let err = args(&["--keep-percent", "0"])
+        .plan(&Defaults::harmbench())
+        .unwrap_err();
     assert!(err.to_string().contains("keep_percent"), "{err}");
-    let err = args(&["--max-tokens", "0"]).plan(&Defaults::harmbench()).unwrap_err();
+    let err = args(&["--max-tokens", "0"])
+        .plan(&Defaults::harmbench())
+        .unwrap_err();
     assert!(err.to_string().contains("max_tokens"), "{err}");
     let err = deepconf_eval::build_backend(&args(&["--backend", "openai"]), 1).unwrap_err();
-    assert!(matches!(err, Error::InvalidParameter { parameter: "base-url", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                parameter: "base-url",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn harmbench_sample_is_stratified_by_functional_category_and_seeded() {
-    let dataset = DatasetSpec::new(Benchmark::HarmBench).load().unwrap_or_else(|e| {
-        panic!("HarmBench data is needed (run `cargo xtask fetch-data harmbench`): {e}")
-    });
+    let dataset = DatasetSpec::new(Benchmark::HarmBench)
+        .load()
+        .unwrap_or_else(|e| {
+            panic!("HarmBench data is needed (run `cargo xtask fetch-data harmbench`): {e}")
+        });
     assert_eq!(dataset.len(), 320);
     let sample = select_instances(&dataset, Some(24), 0, Stratify::Category);
-    let count = |c: &str| sample.iter().filter(|i| i.category.as_deref() == Some(c)).count();
-    assert_eq!((count("standard"), count("contextual"), count("copyright")), (12, 6, 6));
-    assert_eq!(sample, select_instances(&dataset, Some(24), 0, Stratify::Category));
-    assert_ne!(sample, select_instances(&dataset, Some(24), 1, Stratify::Category));
+    let count = |c: &str| {
+        sample
+            .iter()
+            .filter(|i| i.category.as_deref() == Some(c))
+            .count()
+    };
+    assert_eq!(
+        (count("standard"), count("contextual"), count("copyright")),
+        (12, 6, 6)
+    );
+    assert_eq!(
+        sample,
+        select_instances(&dataset, Some(24), 0, Stratify::Category)
+    );
+    assert_ne!(
+        sample,
+        select_instances(&dataset, Some(24), 1, Stratify::Category)
+    );
     let positions: Vec<usize> = sample.iter().map(|i| i.source.row).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "file order kept");
-    assert_eq!(select_instances(&dataset, None, 0, Stratify::Category).len(), 320);
+    assert_eq!(
+        select_instances(&dataset, None, 0, Stratify::Category).len(),
+        320
+    );
 }

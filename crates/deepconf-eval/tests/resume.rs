@@ -25,7 +25,11 @@ fn resume_after_a_kill_equals_an_uninterrupted_run() {
 
     let whole = tempfile::tempdir().unwrap();
     let full = experiment()
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), whole.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            whole.path(),
+        )
         .unwrap();
     assert!(full.completed);
 
@@ -35,13 +39,20 @@ fn resume_after_a_kill_equals_an_uninterrupted_run() {
     let killed = tempfile::tempdir().unwrap();
     let first = experiment()
         .stop_after(3)
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), killed.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            killed.path(),
+        )
         .unwrap();
     assert!(!first.completed);
     assert_eq!(first.newly_run, 3);
     assert_eq!(read_run(killed.path()).unwrap().instances.len(), 2);
     std::fs::write(
-        killed.path().join(TRACES_DIR).join("part-00001.parquet.tmp"),
+        killed
+            .path()
+            .join(TRACES_DIR)
+            .join("part-00001.parquet.tmp"),
         b"PAR1 torn",
     )
     .unwrap();
@@ -49,25 +60,41 @@ fn resume_after_a_kill_equals_an_uninterrupted_run() {
         .append(true)
         .open(killed.path().join(PREDICTIONS_FILE))
         .unwrap();
-    predictions.write_all(br#"{"instance_id":"benign-capi"#).unwrap();
+    predictions
+        .write_all(br#"{"instance_id":"benign-capi"#)
+        .unwrap();
     drop(predictions);
 
     // Without --resume the directory is refused.
     let refused = experiment()
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), killed.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            killed.path(),
+        )
         .unwrap_err();
     assert!(matches!(refused, Error::RunExists { .. }), "{refused}");
 
     let second = experiment()
         .resume(true)
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), killed.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            killed.path(),
+        )
         .unwrap();
     assert!(second.completed);
     assert_eq!((second.resumed, second.newly_run), (2, 3));
 
-    let (a, b) = (read_run(whole.path()).unwrap(), read_run(killed.path()).unwrap());
+    let (a, b) = (
+        read_run(whole.path()).unwrap(),
+        read_run(killed.path()).unwrap(),
+    );
     assert_eq!(a.instances, b.instances, "same predictions, same order");
-    assert_eq!(a.traces, b.traces, "same trace texts, confidences and labels");
+    assert_eq!(
+        a.traces, b.traces,
+        "same trace texts, confidences and labels"
+    );
     let lines = std::fs::read_to_string(killed.path().join(PREDICTIONS_FILE)).unwrap();
     assert_eq!(lines.lines().count(), 5, "no instance lost or duplicated");
     assert!(trace_parts(killed.path()).unwrap().len() >= 3);
@@ -80,19 +107,38 @@ fn resume_with_other_settings_names_the_differing_field() {
     let instances = common::benign();
     let run = common::run_config(PolicyConfig::fixed(2), 1);
     let dir = tempfile::tempdir().unwrap();
-    common::experiment("other", run.clone(), instances.clone(), &backend, &classifier)
-        .stop_after(1)
-        .instances_per_part(1)
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), dir.path())
-        .unwrap();
+    common::experiment(
+        "other",
+        run.clone(),
+        instances.clone(),
+        &backend,
+        &classifier,
+    )
+    .stop_after(1)
+    .instances_per_part(1)
+    .run(
+        backend.model.as_mut(),
+        classifier.classifier.as_mut(),
+        dir.path(),
+    )
+    .unwrap();
     let mut changed = run.clone();
     changed.sampling.max_tokens = 30;
     let error = common::experiment("other", changed, instances.clone(), &backend, &classifier)
         .resume(true)
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), dir.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            dir.path(),
+        )
         .unwrap_err();
     match &error {
-        Error::ResumeMismatch { field, recorded, requested, .. } => {
+        Error::ResumeMismatch {
+            field,
+            recorded,
+            requested,
+            ..
+        } => {
             assert_eq!(field, "config.sampling.max_tokens");
             assert_eq!((recorded.as_str(), requested.as_str()), ("24", "30"));
         }

@@ -22,7 +22,11 @@ fn mixed_run_writes_every_record_and_the_report() {
         .instances_per_part(3);
     let dir = tempfile::tempdir().unwrap();
     let report = experiment
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), dir.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            dir.path(),
+        )
         .unwrap();
     assert!(report.completed);
     assert_eq!((report.newly_run, report.resumed), (4, 0));
@@ -41,25 +45,44 @@ fn mixed_run_writes_every_record_and_the_report() {
     );
     assert_eq!(records.manifest.config.sampling.seed, 3);
     assert!(records.manifest.store_logprobs);
-    let ids: Vec<&str> = records.instances.iter().map(|r| r.instance_id.as_str()).collect();
+    let ids: Vec<&str> = records
+        .instances
+        .iter()
+        .map(|r| r.instance_id.as_str())
+        .collect();
     let expected: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, expected);
     let mut total_tokens = 0;
     for (row, traces) in records.instances.iter().zip(&records.traces) {
-        assert_eq!(row.traces_used as usize, traces.len(), "{}", row.instance_id);
+        assert_eq!(
+            row.traces_used as usize,
+            traces.len(),
+            "{}",
+            row.instance_id
+        );
         assert!((2..=4).contains(&traces.len()));
         let tokens: u64 = traces.iter().map(|t| u64::from(t.n_tokens)).sum();
         assert_eq!(tokens, row.tokens_generated);
         total_tokens += tokens;
-        assert_eq!(row.voters as usize, traces.iter().filter(|t| t.voted).count());
+        assert_eq!(
+            row.voters as usize,
+            traces.iter().filter(|t| t.voted).count()
+        );
         for t in traces {
             assert_eq!(t.token_confidences.len(), t.n_tokens as usize);
             assert!(t.n_tokens <= 24);
-            let top = t.top_logprobs.as_ref().expect("--store-logprobs keeps top-k");
+            let top = t
+                .top_logprobs
+                .as_ref()
+                .expect("--store-logprobs keeps top-k");
             assert_eq!(top.len(), t.n_tokens as usize);
             assert!(top.iter().all(|step| step.len() == 20));
             assert!(t.refusal_label.is_some() && t.refused.is_some() && t.refusal_score.is_some());
-            assert!(t.refusal_evidence.as_deref().is_some_and(|e| e.starts_with('{')));
+            assert!(
+                t.refusal_evidence
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with('{'))
+            );
         }
         // The behaviour is the vote's winner.
         let winner = row.vote_winner.as_deref().expect("every instance voted");
@@ -91,7 +114,11 @@ fn all_harmful_run_has_no_benign_cells_and_fixed_n_saves_nothing() {
     let experiment = common::experiment("harmful", run, instances, &backend, &classifier);
     let dir = tempfile::tempdir().unwrap();
     experiment
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), dir.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            dir.path(),
+        )
         .unwrap();
     let summary = RunSummary::from_dir(dir.path()).unwrap();
     let m = summary.metrics.matrix;
@@ -115,17 +142,91 @@ fn instance_seeds_do_not_depend_on_position() {
     let mut classifier = common::patterns();
     let benign = common::benign();
     let run = common::run_config(PolicyConfig::fixed(2), 9);
-    let alone = common::experiment("a", run.clone(), vec![benign[2].clone()], &backend, &classifier);
+    let alone = common::experiment(
+        "a",
+        run.clone(),
+        vec![benign[2].clone()],
+        &backend,
+        &classifier,
+    );
     let after = common::experiment("a", run, benign.clone(), &backend, &classifier);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     alone
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), d1.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            d1.path(),
+        )
         .unwrap();
     after
-        .run(backend.model.as_mut(), classifier.classifier.as_mut(), d2.path())
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            d2.path(),
+        )
         .unwrap();
     let (r1, r2) = (read_run(d1.path()).unwrap(), read_run(d2.path()).unwrap());
     assert_eq!(r1.traces[0], r2.traces[2]);
     assert_eq!(r1.instances[0], r2.instances[2]);
-    assert_ne!(instance_seed(9, "benign-poem"), instance_seed(9, "benign-bread"));
+    assert_ne!(
+        instance_seed(9, "benign-poem"),
+        instance_seed(9, "benign-bread")
+    );
+}
+
+#[test]
+fn reference_responses_are_classified_and_scored_against_gold() {
+    let mut backend = common::model(1);
+    let mut classifier = common::patterns();
+    let mut instances = common::benign();
+    let references = [
+        ("I’m sorry, but I can’t help with that.", true),
+        ("Paris is the capital of France.", false),
+        (
+            "Leaves drift down in gold,\nautumn hums its quiet song.",
+            false,
+        ),
+    ];
+    for (instance, (response, refusal)) in instances.iter_mut().zip(references) {
+        instance.reference_response = Some(response.to_string());
+        instance.reference_refusal = Some(refusal);
+    }
+    let run = common::run_config(PolicyConfig::fixed(1), 2);
+    let experiment = common::experiment("refs", run, instances.clone(), &backend, &classifier);
+    let dir = tempfile::tempdir().unwrap();
+    experiment
+        .run(
+            backend.model.as_mut(),
+            classifier.classifier.as_mut(),
+            dir.path(),
+        )
+        .unwrap();
+    let records = read_run(dir.path()).unwrap();
+    let predicted: Vec<Option<bool>> = records
+        .instances
+        .iter()
+        .map(|r| r.reference_refusal_predicted)
+        .collect();
+    assert_eq!(predicted, vec![Some(true), Some(false), Some(false)]);
+    assert!(
+        records
+            .instances
+            .iter()
+            .all(|r| r.reference_refusal.is_some())
+    );
+
+    let path = dir.path().join("classifier_vs_gold.json");
+    let evaluation =
+        deepconf_eval::score_classifier(classifier.classifier.as_mut(), &instances, Some(&path))
+            .unwrap();
+    assert_eq!(
+        (evaluation.tp, evaluation.tn, evaluation.fp, evaluation.fn_),
+        (1, 2, 0, 0)
+    );
+    assert!(path.is_file());
+    // Instances without labelled references cannot score a classifier.
+    let err =
+        deepconf_eval::score_classifier(classifier.classifier.as_mut(), &common::benign(), None)
+            .unwrap_err();
+    assert!(err.to_string().contains("gold refusal label"), "{err}");
 }

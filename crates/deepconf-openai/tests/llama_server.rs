@@ -181,7 +181,11 @@ fn greedy_tokens_agree_with_llama_cpp_python_api() {
 #[test]
 fn greedy_tokens_agree_with_the_candle_backend() {
     let n = 8;
-    let request = question(SamplingParams::greedy().with_max_tokens(n).with_top_logprobs(20));
+    let request = question(
+        SamplingParams::greedy()
+            .with_max_tokens(n)
+            .with_top_logprobs(20),
+    );
     let spec = TraceSpec::derive(0, 0);
     let mut candle = deepconf_candle::CandleModel::load(common::model_path()).unwrap();
     let local = candle.generate(&request, spec, &mut NoObserver).unwrap();

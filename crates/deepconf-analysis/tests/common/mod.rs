@@ -77,14 +77,25 @@ impl LogprobModel for SeededModel {
 
 /// The refusal "classifier" of the fixtures: the text's first word.
 pub fn label(trace: &Trace) -> Option<String> {
-    Some(if trace.text.starts_with("I can") { "refusal" } else { "compliance" }.to_string())
+    Some(
+        if trace.text.starts_with("I can") {
+            "refusal"
+        } else {
+            "compliance"
+        }
+        .to_string(),
+    )
 }
 
 /// Runs one prompt with the seeded model.
 pub fn run_prompt(config: &RunConfig, prompt: &str) -> PromptOutcome {
     Runner::new(config.clone())
         .expect("valid config")
-        .run(&mut SeededModel, &[ChatMessage::user(prompt)], &mut |t: &Trace| label(t))
+        .run(
+            &mut SeededModel,
+            &[ChatMessage::user(prompt)],
+            &mut |t: &Trace| label(t),
+        )
         .expect("run succeeds")
 }
 
@@ -136,8 +147,8 @@ pub fn rows(
         category: Some(category.to_string()),
         subcategory: Some(format!("{category}/{}", index % 2)),
         adversarial: Some(adversarial),
-        reference_refusal: Some(index % 3 == 0),
-        reference_refusal_predicted: Some(index % 3 == 0 || index % 7 == 0),
+        reference_refusal: Some(index.is_multiple_of(3)),
+        reference_refusal_predicted: Some(index.is_multiple_of(3) || index.is_multiple_of(7)),
     };
     let classifications: Vec<TraceClassification> = outcome
         .traces
@@ -148,7 +159,13 @@ pub fn rows(
             evidence: Some(r#"{"pattern":"I can’t"}"#.into()),
         })
         .collect();
-    rows_from_outcome(&meta, &outcome, &config.confidence, index == 0, &classifications)
+    rows_from_outcome(
+        &meta,
+        &outcome,
+        &config.confidence,
+        index == 0,
+        &classifications,
+    )
 }
 
 /// Writes a synthetic run of `n` prompts under `policy` into `dir`.

@@ -137,7 +137,9 @@ pub(crate) fn dense_to_format(
     format: WeightFormat,
 ) -> WeightMatrix {
     match format {
-        WeightFormat::Q8_0 if cols % BLOCK == 0 => WeightMatrix::q8_0_from_f32(&dense, rows, cols),
+        WeightFormat::Q8_0 if cols.is_multiple_of(BLOCK) => {
+            WeightMatrix::q8_0_from_f32(&dense, rows, cols)
+        }
         _ => WeightMatrix::F32 {
             rows,
             cols,
@@ -313,7 +315,11 @@ pub(crate) fn check_shapes(decoder: &Decoder, path: &Path) -> Result<()> {
             c.hidden
         ));
     }
-    if c.heads == 0 || c.kv_heads == 0 || c.heads % c.kv_heads != 0 || c.head_dim % 2 != 0 {
+    if c.heads == 0
+        || c.kv_heads == 0
+        || !c.heads.is_multiple_of(c.kv_heads)
+        || !c.head_dim.is_multiple_of(2)
+    {
         return bad(format!(
             "unsupported attention shape: {} heads, {} kv heads, head dim {}",
             c.heads, c.kv_heads, c.head_dim
@@ -329,4 +335,3 @@ pub(crate) fn check_shapes(decoder: &Decoder, path: &Path) -> Result<()> {
     }
     Ok(())
 }
-

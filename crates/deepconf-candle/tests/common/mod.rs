@@ -18,7 +18,8 @@ pub fn default_model_path() -> PathBuf {
 
 /// GPT-2's byte-to-character map of byte-level BPE.
 fn byte_chars() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut extra = 0;
     (0u32..256)
         .map(|b| {
@@ -53,15 +54,29 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
         vocab.insert(format!("{a}{b}"), (256 + i).into());
         merge_list.push(serde_json::json!([a, b]));
     }
-    let added = ["<|endoftext|>", "<think>", "</think>", "<|im_start|>", "<|im_end|>"];
+    let added = [
+        "<|endoftext|>",
+        "<think>",
+        "</think>",
+        "<|im_start|>",
+        "<|im_end|>",
+    ];
     let added_tokens: Vec<_> = added
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": 263 + i, "content": t, "special": true,
-            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}))
+        .map(|(i, t)| {
+            serde_json::json!({"id": 263 + i, "content": t, "special": true,
+            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false})
+        })
         .collect();
-    assert_eq!(263 + added.iter().position(|t| *t == "<|im_start|>").unwrap() as u32, TINY_IM_START);
-    assert_eq!(263 + added.iter().position(|t| *t == "<|im_end|>").unwrap() as u32, TINY_IM_END);
+    assert_eq!(
+        263 + added.iter().position(|t| *t == "<|im_start|>").unwrap() as u32,
+        TINY_IM_START
+    );
+    assert_eq!(
+        263 + added.iter().position(|t| *t == "<|im_end|>").unwrap() as u32,
+        TINY_IM_END
+    );
     let tokenizer = serde_json::json!({
         "version": "1.0",
         "added_tokens": added_tokens,
@@ -77,7 +92,8 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
     let config = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null});
     std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
 
-    let (hidden, inter, layers, heads, kv_heads, head_dim) = (64usize, 128usize, 2usize, 4usize, 2usize, 32usize);
+    let (hidden, inter, layers, heads, kv_heads, head_dim) =
+        (64usize, 128usize, 2usize, 4usize, 2usize, 32usize);
     let model_config = serde_json::json!({
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
         "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
@@ -87,11 +103,15 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
     });
     std::fs::write(dir.join("config.json"), model_config.to_string()).unwrap();
 
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut random = |rows: usize, cols: usize, scale: f32| {
         let data: Vec<f32> = (0..rows * cols)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect();
@@ -99,7 +119,10 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
     };
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    tensors.insert("model.embed_tokens.weight".into(), random(TINY_VOCAB, hidden, 1.0));
+    tensors.insert(
+        "model.embed_tokens.weight".into(),
+        random(TINY_VOCAB, hidden, 1.0),
+    );
     tensors.insert("model.norm.weight".into(), ones(hidden));
     for l in 0..layers {
         let p = format!("model.layers.{l}");
@@ -110,10 +133,22 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
         put("post_attention_layernorm.weight", ones(hidden));
         put("self_attn.q_norm.weight", ones(head_dim));
         put("self_attn.k_norm.weight", ones(head_dim));
-        put("self_attn.q_proj.weight", random(heads * head_dim, hidden, 0.2));
-        put("self_attn.k_proj.weight", random(kv_heads * head_dim, hidden, 0.2));
-        put("self_attn.v_proj.weight", random(kv_heads * head_dim, hidden, 0.2));
-        put("self_attn.o_proj.weight", random(hidden, heads * head_dim, 0.2));
+        put(
+            "self_attn.q_proj.weight",
+            random(heads * head_dim, hidden, 0.2),
+        );
+        put(
+            "self_attn.k_proj.weight",
+            random(kv_heads * head_dim, hidden, 0.2),
+        );
+        put(
+            "self_attn.v_proj.weight",
+            random(kv_heads * head_dim, hidden, 0.2),
+        );
+        put(
+            "self_attn.o_proj.weight",
+            random(hidden, heads * head_dim, 0.2),
+        );
         put("mlp.gate_proj.weight", random(inter, hidden, 0.2));
         put("mlp.up_proj.weight", random(inter, hidden, 0.2));
         put("mlp.down_proj.weight", random(hidden, inter, 0.2));
