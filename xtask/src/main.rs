@@ -43,7 +43,7 @@ tasks:
   fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
-  demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- [ARGS]`
+  demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 
 /// Runs a command, failing with its command line when it does not succeed.
@@ -75,7 +75,12 @@ fn test(extra: &[String]) -> Result<()> {
 fn demo(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
     assets::fetch_data("harmbench")?;
-    run(cargo()
-        .args(["run", "--release", "--example", "harmbench", "--"])
-        .args(extra))
+    let mut command = cargo();
+    command.args(["run", "--release", "--example", "harmbench", "--"]);
+    // Running the main job again continues (or just re-reports) the run in its output directory
+    // instead of refusing to touch it.
+    if !extra.iter().any(|arg| arg == "--resume") {
+        command.arg("--resume");
+    }
+    run(command.args(extra))
 }

@@ -11,7 +11,8 @@ use deepconf_core::confidence::ConfidenceConfig;
 use deepconf_core::policy::PolicyConfig;
 
 use crate::confusion::{
-    Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes, metrics_by,
+    ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes,
+    metrics_by,
 };
 use crate::error::{Error, Result, io_error};
 use crate::plots::{
@@ -559,6 +560,23 @@ fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
 }
 
+/// Why some metrics read `n/a`: a dataset with one gold class (HarmBench is all harmful) leaves the
+/// other class's rates undefined, which a bare `n/a` does not explain.
+fn undefined_metrics_note(m: &ConfusionMatrix) -> Option<String> {
+    let harmful = m.tp + m.fn_;
+    let benign = m.fp + m.tn;
+    match (harmful, benign) {
+        (0, 0) => Some("No instance is counted, so every metric is n/a.".into()),
+        (_, 0) => Some(
+            "Specificity and balanced accuracy are n/a, and precision is trivially 1 whenever anything was refused: there are no benign prompts among the counted instances (HarmBench is all harmful). Measuring over-refusal needs benign prompts, e.g. XSTest, WildGuardMix or ToxicChat.".into(),
+        ),
+        (0, _) => Some(
+            "Sensitivity, precision, F1 and balanced accuracy are n/a: there are no harmful prompts among the counted instances.".into(),
+        ),
+        _ => None,
+    }
+}
+
 fn est(e: &Estimate) -> String {
     e.display(3)
 }
@@ -690,6 +708,9 @@ pub fn build_report(a: &Analysis) -> Document {
             .map(|&metric| vec![metric.name().to_string(), est(&a.safety.get(metric))])
             .collect(),
     );
+    if let Some(note) = undefined_metrics_note(m) {
+        d.paragraph(note);
+    }
     for (title, groups) in [
         ("By category", &a.by_category),
         ("By subcategory", &a.by_subcategory),

@@ -168,6 +168,11 @@ fn all_harmful_set_has_no_benign_cells() {
     assert_eq!(m.tp + m.fn_, 30);
     assert_eq!(analysis.safety.get(Metric::Specificity).value, None);
     assert!(analysis.replay.skipped.is_some());
+    let report = deepconf_analysis::analysis::build_report(&analysis).to_markdown();
+    assert!(
+        report.contains("there are no benign prompts"),
+        "the report leaves a bare n/a for specificity"
+    );
 }
 
 #[test]

@@ -344,6 +344,13 @@ fn meta_id(content: &gguf_file::Content, key: &str, vocab_size: usize) -> Option
 }
 
 impl Tokenizer {
+    /// Reads the GGUF file at `path` (metadata only, no weights) and builds its tokenizer, as
+    /// [`Tokenizer::from_gguf`] does.
+    pub fn from_gguf_path(path: &Path) -> Result<Self> {
+        let gguf = crate::models::GgufFile::open(path)?;
+        Self::from_gguf(&gguf.content)
+    }
+
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata
     /// (`model = gpt2`, `tokens`, `merges`, `token_type`, `pre`, special token ids).
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
@@ -840,6 +847,15 @@ impl Tokenizer {
     /// Number of vocabulary entries (ids are `0..vocab_size`).
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The decoded text of every token, indexed by id (special tokens as their text). This is the
+    /// table a judge needs to read its top-k candidates, e.g.
+    /// `deepconf_refusal::WildGuardJudge::with_vocabulary`.
+    pub fn decoded_vocabulary(&self) -> Vec<String> {
+        (0..self.tokens.len() as u32)
+            .map(|id| self.decode(&[id], false).unwrap_or_default())
+            .collect()
     }
 
     /// Tokens that end generation: the metadata's eos (first), eot and eom ids, plus control

@@ -378,6 +378,9 @@ pub struct Backend {
     pub model: Box<dyn LogprobModel>,
     /// Name, backend, source and checksum.
     pub info: ModelInfo,
+    /// The decoded text of every token id, when the backend knows its tokenizer (candle); a judge
+    /// uses it to sum the probability of every top-k spelling of "yes" and "no".
+    pub vocabulary: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -437,6 +440,7 @@ fn build_candle(model: Option<&str>, batch: usize) -> Result<Backend> {
         None
     };
     Ok(Backend {
+        vocabulary: Some(loaded.tokenizer().decoded_vocabulary()),
         info: ModelInfo {
             name: loaded.model_id(),
             backend: "candle".into(),
@@ -467,6 +471,7 @@ fn build_openai(model: Option<&str>, base_url: Option<&str>) -> Result<Backend> 
     let loaded = deepconf_openai::OpenAiModel::from_args(base_url, name)
         .map_err(|e| deepconf_core::Error::backend("openai", e))?;
     Ok(Backend {
+        vocabulary: None,
         info: ModelInfo {
             name: name.to_string(),
             backend: "openai".into(),
@@ -515,7 +520,12 @@ pub fn build_classifier(args: &EvalArgs) -> Result<Classifier> {
     let judge = || -> Result<(WildGuardJudge<Box<dyn LogprobModel>>, ModelInfo)> {
         let model = args.judge_model.as_deref().or(args.model.as_deref());
         let backend = build_model(args.backend, model, args.base_url.as_deref(), 1)?;
-        Ok((WildGuardJudge::new(backend.model), backend.info))
+        let judge = WildGuardJudge::new(backend.model);
+        let judge = match backend.vocabulary {
+            Some(vocabulary) => judge.with_vocabulary(vocabulary),
+            None => judge,
+        };
+        Ok((judge, backend.info))
     };
     Ok(match args.classifier {
         ClassifierKind::Patterns => {

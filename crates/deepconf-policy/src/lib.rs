@@ -569,9 +569,8 @@ impl PolicyState {
 
     /// Which traces vote and how the vote comes out, given every trace of the prompt.
     ///
-    /// Terminated traces and traces without an answer never vote. Online: warmup traces vote when
-    /// their lowest-group confidence reaches the threshold (the filter later traces had to pass),
-    /// weighted by lowest-group confidence. Offline: the top `keep_percent`% by the metric vote.
+    /// Terminated traces and traces without an answer never vote. Online: every completed trace
+    /// votes, warmup traces included, weighted by lowest-group confidence. Offline: the top `keep_percent`% by the metric vote.
     pub fn decide(&self, history: &[TraceOutcome]) -> Decision {
         let (eligible, threshold, voting, metric): (Vec<bool>, Option<f64>, Voting, TraceMetric) =
             match self.config {
@@ -602,21 +601,16 @@ impl PolicyState {
                         metric,
                     )
                 }
-                PolicyConfig::Online {
-                    warmup_traces,
+                // Every completed trace votes, warmup included (the paper's Algorithm 2). The
+                // official script instead drops warmup traces below `s` from its final vote; with a
+                // small warmup and keep 10% that leaves one warmup voter, a trivial consensus of 1.0,
+                // and adaptive sampling that never runs.
+                PolicyConfig::Online { voting, .. } => (
+                    vec![true; history.len()],
+                    self.threshold,
                     voting,
-                    ..
-                } => {
-                    let threshold = self.threshold;
-                    let eligible = history
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| {
-                            i >= warmup_traces || threshold.is_none_or(|s| t.lowest_group >= s)
-                        })
-                        .collect();
-                    (eligible, threshold, voting, TraceMetric::LowestGroup)
-                }
+                    TraceMetric::LowestGroup,
+                ),
             };
         let mut ballots = Vec::new();
         let mut voters = Vec::new();
@@ -733,17 +727,28 @@ mod tests {
             }
         ));
         let h = vec![t(0, "a", 2.0), t(1, "b", 4.0)];
-        // Median of [2, 4] = 3. Consensus 4/4 for b among eligible (trace 0 is below 3): stop.
-        assert!(matches!(
+        // Median of [2, 4] = 3. Both warmup traces vote, so consensus is 4/6 < 0.95: sample on.
+        assert_eq!(
             s.next_step(&h),
-            Step::Finish(FinishReason::Consensus { traces: 2, .. })
-        ));
+            Step::Generate {
+                count: 1,
+                phase: Phase::Adaptive,
+                stop_below: Some(3.0)
+            }
+        );
         assert_eq!(s.threshold(), Some(3.0));
         assert_eq!(
             s.decide(&h).voters,
-            vec![1],
-            "warmup trace below threshold voted"
+            vec![0, 1],
+            "a warmup trace below the threshold lost its vote"
         );
+        // Unanimous warmup traces reach consensus at once.
+        let unanimous = vec![t(0, "b", 3.0), t(1, "b", 4.0)];
+        let mut s = config.start();
+        assert!(matches!(
+            s.next_step(&unanimous),
+            Step::Finish(FinishReason::Consensus { traces: 2, .. })
+        ));
         // Keeping 100% puts the threshold at the lowest warmup trace: both vote, no consensus.
         let config = PolicyConfig::Online {
             warmup_traces: 2,

@@ -12,10 +12,7 @@ use deepconf_refusal::{
 fn embedded_judge() -> WildGuardJudge<CandleModel> {
     let model = CandleModel::load_default()
         .unwrap_or_else(|e| panic!("the embedded model is needed (cargo xtask fetch-model): {e}"));
-    let tokenizer = model.tokenizer();
-    let vocabulary = (0..tokenizer.vocab_size() as u32)
-        .map(|id| tokenizer.decode(&[id], false).unwrap_or_default())
-        .collect();
+    let vocabulary = model.tokenizer().decoded_vocabulary();
     WildGuardJudge::new(model).with_vocabulary(vocabulary)
 }
 
