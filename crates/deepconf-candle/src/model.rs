@@ -20,19 +20,13 @@ use crate::{Error, ModelSource, Result, WeightFormat};
 /// File name of the default model inside `<cache>/models/`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Where the default model lives: `$DEEPCONF_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf`, or
-/// `~/.cache/deepconf/models/...` when `DEEPCONF_CACHE` is unset. `cargo xtask fetch-model` puts it
-/// there.
+/// Where the default model lives: `<cache>/models/SmolLM2-135M-Instruct.Q4_1.gguf`, with the cache
+/// of [`deepconf_core::cache_dir`] (`$DEEPCONF_CACHE`, else `~/.cache/deepconf`). `cargo xtask
+/// fetch-model` puts it there.
 pub fn default_model_path() -> PathBuf {
-    let cache = match std::env::var_os("DEEPCONF_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default()
-            .join(".cache")
-            .join("deepconf"),
-    };
-    cache.join("models").join(DEFAULT_MODEL_FILE)
+    deepconf_core::cache_dir()
+        .join("models")
+        .join(DEFAULT_MODEL_FILE)
 }
 
 /// Removes `<think>…</think>` blocks (and an unclosed trailing `<think>…`) from generated text, so

@@ -17,15 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The default model; a missing file fails the test with the command that fetches it.
 fn default_model() -> PathBuf {
-    let cache = match std::env::var_os("DEEPCONF_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_default()
-            .join(".cache")
-            .join("deepconf"),
-    };
-    let path = cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = deepconf_candle::default_model_path();
     assert!(
         path.is_file(),
         "the default model is missing at {}: run `cargo xtask fetch-model` first",

@@ -92,8 +92,9 @@ pub use types::{
 pub const CACHE_ENV: &str = "DEEPCONF_CACHE";
 
 /// The cache directory of the embedded default model and the fetched data: `$DEEPCONF_CACHE`, else
-/// `$XDG_CACHE_HOME/deepconf`, else `$HOME/.cache/deepconf`, else `.deepconf-cache` in the current
-/// directory. `cargo xtask fetch-model` and `cargo xtask fetch-data` fill it.
+/// `$XDG_CACHE_HOME/deepconf`, else `$HOME/.cache/deepconf` (`%USERPROFILE%` on Windows), else
+/// `.deepconf-cache` in the current directory. `cargo xtask fetch-model` and `cargo xtask
+/// fetch-data` fill it; `deepconf_datasets::default_data_dir` follows the same rule.
 pub fn cache_dir() -> PathBuf {
     let from_env = |name: &str| {
         std::env::var_os(name)
@@ -102,6 +103,10 @@ pub fn cache_dir() -> PathBuf {
     };
     from_env(CACHE_ENV)
         .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("deepconf")))
-        .or_else(|| from_env("HOME").map(|p| p.join(".cache").join("deepconf")))
+        .or_else(|| {
+            from_env("HOME")
+                .or_else(|| from_env("USERPROFILE"))
+                .map(|p| p.join(".cache").join("deepconf"))
+        })
         .unwrap_or_else(|| PathBuf::from(".deepconf-cache"))
 }

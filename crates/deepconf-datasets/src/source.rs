@@ -10,21 +10,28 @@ use crate::{Benchmark, Error, Result};
 /// Environment variable that moves the deepconf cache (models and data).
 pub const CACHE_ENV: &str = "DEEPCONF_CACHE";
 
-/// The deepconf data directory: `$DEEPCONF_CACHE/data`, or `~/.cache/deepconf/data`.
+/// The deepconf data directory: `<cache>/data`, where the cache is `$DEEPCONF_CACHE`, else
+/// `$XDG_CACHE_HOME/deepconf`, else `$HOME/.cache/deepconf` (`%USERPROFILE%` on Windows), else
+/// `.deepconf-cache` in the current directory: the same rule as `deepconf_core::cache_dir`, which
+/// this crate does not depend on.
 ///
 /// Benchmark files placed by hand (or by `cargo xtask fetch-data`) live under
 /// `<data dir>/<benchmark>/<file path in the hub repo>`, e.g.
 /// `<data dir>/harmbench/harmbench_behaviors_text_test.csv`.
 pub fn default_data_dir() -> PathBuf {
-    let cache = match std::env::var_os(CACHE_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME")
-                .or_else(|| std::env::var_os("USERPROFILE"))
-                .map_or_else(|| PathBuf::from("."), PathBuf::from);
-            home.join(".cache").join("deepconf")
-        }
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     };
+    let cache = from_env(CACHE_ENV)
+        .or_else(|| from_env("XDG_CACHE_HOME").map(|p| p.join("deepconf")))
+        .or_else(|| {
+            from_env("HOME")
+                .or_else(|| from_env("USERPROFILE"))
+                .map(|p| p.join(".cache").join("deepconf"))
+        })
+        .unwrap_or_else(|| PathBuf::from(".deepconf-cache"));
     cache.join("data")
 }
 

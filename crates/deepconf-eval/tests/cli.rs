@@ -123,3 +123,13 @@ fn harmbench_sample_is_stratified_by_functional_category_and_seeded() {
         320
     );
 }
+
+#[test]
+fn model_and_data_share_one_cache() {
+    // deepconf-datasets cannot depend on deepconf-core, so it repeats the cache rule; a mismatch
+    // would make `cargo xtask fetch-data` write where the loaders never look.
+    assert_eq!(
+        deepconf_datasets::default_data_dir(),
+        deepconf_core::cache_dir().join("data")
+    );
+}

@@ -4,7 +4,7 @@
 //! the converter permutes Q/K rows so rotary embeddings pair adjacent dimensions.
 
 use crate::decoder::{Decoder, DecoderConfig, RopeStyle};
-use crate::models::{GgufFile, check_shapes, gguf_head, gguf_layers};
+use crate::models::{GgufFile, gguf_decoder};
 use crate::{Result, WeightFormat};
 
 /// Builds the decoder of a `general.architecture = llama` GGUF.
@@ -30,16 +30,5 @@ pub(crate) fn load_gguf(gguf: &mut GgufFile, format: WeightFormat) -> Result<Dec
         context_length: gguf.usize(&key("context_length"))?,
         vocab: 0,
     };
-    let layer_weights = gguf_layers(gguf, layers, false, format)?;
-    let (embedding, final_norm, output) = gguf_head(gguf, format)?;
-    let vocab = output.as_ref().unwrap_or(&embedding).rows();
-    let decoder = Decoder {
-        config: DecoderConfig { vocab, ..config },
-        embedding,
-        layers: layer_weights,
-        final_norm,
-        output,
-    };
-    check_shapes(&decoder, &gguf.path)?;
-    Ok(decoder)
+    gguf_decoder(gguf, config, false, format)
 }

@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use half::f16;
 
-use crate::decoder::{Decoder, LayerWeights};
+use crate::decoder::{Decoder, DecoderConfig, LayerWeights};
 use crate::kernels::{BLOCK, WeightMatrix};
 use crate::{Error, Result, WeightFormat};
 
@@ -190,8 +190,30 @@ fn q8_0_from_bytes(bytes: &[u8], rows: usize, cols: usize) -> WeightMatrix {
     }
 }
 
+/// Loads every weight of a llama.cpp-style GGUF into a decoder with `config` (whose `vocab` is taken
+/// from the output matrix) and checks the shapes. `qk_norm`: per-head query/key norms (Qwen3).
+pub(crate) fn gguf_decoder(
+    gguf: &mut GgufFile,
+    config: DecoderConfig,
+    qk_norm: bool,
+    format: WeightFormat,
+) -> Result<Decoder> {
+    let layers = gguf_layers(gguf, config.layers, qk_norm, format)?;
+    let (embedding, final_norm, output) = gguf_head(gguf, format)?;
+    let vocab = output.as_ref().unwrap_or(&embedding).rows();
+    let decoder = Decoder {
+        config: DecoderConfig { vocab, ..config },
+        embedding,
+        layers,
+        final_norm,
+        output,
+    };
+    check_shapes(&decoder, &gguf.path)?;
+    Ok(decoder)
+}
+
 /// Loads the transformer blocks of a llama.cpp-style GGUF (`blk.N.*` names).
-pub(crate) fn gguf_layers(
+fn gguf_layers(
     gguf: &mut GgufFile,
     layers: usize,
     qk_norm: bool,
@@ -232,7 +254,7 @@ pub(crate) fn gguf_layers(
 }
 
 /// Embedding, final norm and output projection of a llama.cpp-style GGUF.
-pub(crate) fn gguf_head(
+fn gguf_head(
     gguf: &mut GgufFile,
     format: WeightFormat,
 ) -> Result<(WeightMatrix, Vec<f32>, Option<WeightMatrix>)> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::decoder::{Decoder, DecoderConfig, LayerWeights, RopeStyle};
 use crate::kernels::WeightMatrix;
-use crate::models::{GgufFile, SafetensorsWeights, check_shapes, gguf_head, gguf_layers};
+use crate::models::{GgufFile, SafetensorsWeights, check_shapes, gguf_decoder};
 use crate::{Error, Result, WeightFormat};
 
 /// Builds the decoder of a `general.architecture = qwen3` GGUF.
@@ -32,18 +32,7 @@ pub(crate) fn load_gguf(gguf: &mut GgufFile, format: WeightFormat) -> Result<Dec
         context_length: gguf.usize("qwen3.context_length")?,
         vocab: 0,
     };
-    let layer_weights = gguf_layers(gguf, layers, true, format)?;
-    let (embedding, final_norm, output) = gguf_head(gguf, format)?;
-    let vocab = output.as_ref().unwrap_or(&embedding).rows();
-    let decoder = Decoder {
-        config: DecoderConfig { vocab, ..config },
-        embedding,
-        layers: layer_weights,
-        final_norm,
-        output,
-    };
-    check_shapes(&decoder, &gguf.path)?;
-    Ok(decoder)
+    gguf_decoder(gguf, config, true, format)
 }
 
 /// The fields of a Hugging Face Qwen3 `config.json` that the forward pass needs.
