@@ -182,7 +182,7 @@ fn render(
     peer_rate: f64,
 ) -> String {
     let mut s = format!(
-        "{SECTION}\n\nCommand: `cargo xtask bench` (dev profile, which optimizes deepconf-candle and all dependencies at opt-level 3; `-C target-cpu=native`). Machine: {}; the load average of other processes at the start of the run was {}. Model: `{}`. \
+        "{SECTION}\n\nCommand: `cargo xtask bench` (release build; `-C target-cpu=native`). Machine: {}; the load average of other processes at the start of the run was {}. Model: `{}`. \
 Prompt: one chat message, sampling temperature 0.7 / top-p 0.95, at most {max_tokens} tokens per \
 trace (traces may end earlier at EOS; rates count the tokens actually generated). Times include \
 the prompt prefill. Best of {repeats} runs per row; both engines use 2 threads; deepconf-candle also \

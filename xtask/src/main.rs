@@ -29,6 +29,11 @@ fn main() -> Result<()> {
             }
         }
         "test" => test(rest)?,
+        // Measure the release build users run, not the dev profile's debug assertions and
+        // overflow checks: re-run this command from a release build of xtask.
+        "bench" if cfg!(debug_assertions) => run(cargo()
+            .args(["run", "--release", "-p", "xtask", "--", "bench"])
+            .args(rest))?,
         "bench" => bench::run(rest)?,
         "demo" => demo(rest)?,
         "-h" | "--help" | "help" => println!("{USAGE}"),

@@ -7,9 +7,10 @@
 //! dotted in integers, scales applied per block) and read every weight block once per call for all
 //! activation rows, so a batch of traces shares one pass over the weights.
 //!
-//! The AVX2 paths are the only `unsafe` in the crate: calling a `#[target_feature]` function is
-//! `unsafe`, and each call is guarded by a runtime CPU feature check. The loads themselves are
-//! safe (vectors are built from bounds-checked slices). Other CPUs use the portable scalar code.
+//! The x86 paths (AVX2, and AVX-512 VNNI's `vpdpbusd` where the CPU has it) are the only `unsafe`
+//! in the crate: calling a `#[target_feature]` function is `unsafe`, and each call is guarded by a
+//! runtime CPU feature check; vector loads read fixed-size arrays cut from bounds-checked slices.
+//! Other CPUs use the portable scalar code. A test compares every path the CPU can run.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -257,6 +258,18 @@ impl WeightMatrix {
     /// `out[r][j] = sum_c x[r][c] * W[j][c]` for `m` rows of `x` (`m x cols`), `out` is `m x rows`.
     /// `scratch` holds reusable buffers.
     pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32], scratch: &mut MatmulScratch) {
+        self.matmul_with(Isa::detect(), x, m, out, scratch);
+    }
+
+    /// [`matmul`](Self::matmul) with the kernels of `isa`, which the CPU must support.
+    pub(crate) fn matmul_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        scratch: &mut MatmulScratch,
+    ) {
         let (n, k) = (self.rows(), self.cols());
         debug_assert_eq!(x.len(), m * k);
         debug_assert_eq!(out.len(), m * n);
@@ -276,7 +289,7 @@ impl WeightMatrix {
             .for_each(|(task, chunk)| {
                 let start = task * rows_per_task;
                 let end = start + chunk.len() / m;
-                self.rows_range(start..end, x, quantized, m, chunk);
+                self.rows_range(isa, start..end, x, quantized, m, chunk);
             });
         if m == 1 {
             out.copy_from_slice(&transposed[..n]);
@@ -291,6 +304,7 @@ impl WeightMatrix {
 
     fn rows_range(
         &self,
+        isa: Isa,
         range: std::ops::Range<usize>,
         x: &[f32],
         q: &QuantizedRows,
@@ -305,13 +319,20 @@ impl WeightMatrix {
                 nibbles,
                 ..
             } => {
-                #[cfg(target_arch = "x86_64")]
-                if has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                    unsafe { avx2::q4_1_rows(*cols, scales, mins, nibbles, range, q, m, out_t) };
-                    return;
+                match isa {
+                    // SAFETY (both): `Isa::detect` found these CPU features at run time.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Vnni => unsafe {
+                        x86::vnni::q4_1_rows(*cols, scales, mins, nibbles, range, q, m, out_t)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe {
+                        x86::avx2::q4_1_rows(*cols, scales, mins, nibbles, range, q, m, out_t)
+                    },
+                    Isa::Scalar => {
+                        scalar::q4_1_rows(*cols, scales, mins, nibbles, range, q, m, out_t)
+                    }
                 }
-                scalar::q4_1_rows(*cols, scales, mins, nibbles, range, q, m, out_t);
             }
             WeightMatrix::Q8_0 {
                 cols,
@@ -319,13 +340,18 @@ impl WeightMatrix {
                 values,
                 ..
             } => {
-                #[cfg(target_arch = "x86_64")]
-                if has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                    unsafe { avx2::q8_0_rows(*cols, scales, values, range, q, m, out_t) };
-                    return;
+                match isa {
+                    // SAFETY (both): `Isa::detect` found these CPU features at run time.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Vnni => unsafe {
+                        x86::vnni::q8_0_rows(*cols, scales, values, range, q, m, out_t)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe {
+                        x86::avx2::q8_0_rows(*cols, scales, values, range, q, m, out_t)
+                    },
+                    Isa::Scalar => scalar::q8_0_rows(*cols, scales, values, range, q, m, out_t),
                 }
-                scalar::q8_0_rows(*cols, scales, values, range, q, m, out_t);
             }
             WeightMatrix::F32 { cols, data, .. } => {
                 let k = *cols;
@@ -364,9 +390,47 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// The integer-dot instruction set the kernels use on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd` per 32-byte dot.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512 VNNI on 256-bit vectors: one `vpdpbusd` per 32-byte dot.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+}
+
+impl Isa {
+    /// The best instruction set this CPU has (detected once; the check is cached by std).
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                if has!("avx512vnni") && has!("avx512vl") {
+                    return Isa::Vnni;
+                }
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every instruction set this CPU can run, for tests that compare them.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut all = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        match Isa::detect() {
+            Isa::Vnni => all.extend([Isa::Avx2, Isa::Vnni]),
+            Isa::Avx2 => all.push(Isa::Avx2),
+            Isa::Scalar => {}
+        }
+        all
+    }
 }
 
 mod scalar {
@@ -435,135 +499,295 @@ mod scalar {
     }
 }
 
+/// Integer dot products of 32 unsigned weight bytes with 32 signed activation bytes, summed in
+/// groups of four into eight i32 lanes. `vpmaddubsw` saturates its i16 pair sums, which never
+/// happens here: weights are at most 15 (Q4_1) or 128 (|Q8_0|) and activations at most 127 in
+/// magnitude, so a pair is at most 2 * 128 * 127 = 32512.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{BLOCK, QuantizedRows};
+mod dot {
     use std::arch::x86_64::*;
 
-    /// Activation rows handled together per weight block; their accumulators stay in registers.
-    const ROW_TILE: usize = 4;
-
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn load_u8x16(bytes: &[u8]) -> __m128i {
-        let lo = i64::from_le_bytes(bytes[0..8].try_into().expect("16 bytes"));
-        let hi = i64::from_le_bytes(bytes[8..16].try_into().expect("16 bytes"));
-        _mm_set_epi64x(hi, lo)
+    #[target_feature(enable = "avx2")]
+    pub(super) fn avx2(w: __m256i, a: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
     }
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn load_i8x32(values: &[i8]) -> __m256i {
-        let word = |offset: usize| {
-            let mut b = [0u8; 8];
-            for (dst, &src) in b.iter_mut().zip(&values[offset..offset + 8]) {
-                *dst = src as u8;
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    pub(super) fn vnni(w: __m256i, a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a)
+    }
+}
+
+/// Loads 16 bytes. Taking a 16-byte array makes the bounds check the caller's slice indexing.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load_16(bytes: &[u8; 16]) -> std::arch::x86_64::__m128i {
+    // SAFETY: reads exactly the 16 bytes of the array; unaligned loads are allowed.
+    unsafe { std::arch::x86_64::_mm_loadu_si128(bytes.as_ptr().cast()) }
+}
+
+/// Loads 32 bytes (see [`load_16`]).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load_32(bytes: &[i8; 32]) -> std::arch::x86_64::__m256i {
+    // SAFETY: reads exactly the 32 bytes of the array; unaligned loads are allowed.
+    unsafe { std::arch::x86_64::_mm256_loadu_si256(bytes.as_ptr().cast()) }
+}
+
+/// The x86 kernels, compiled once per instruction set: `$dot` is the 32-byte integer dot.
+///
+/// Work is done in tiles of `R` weight rows by `T` activation rows whose accumulators stay in
+/// registers: each weight block is unpacked once for `T` activation rows and each activation block
+/// loaded once for `R` weight rows, and the `R * T` independent accumulator chains hide the FMA
+/// latency. Batch 1 uses 4 x 1 tiles, batches 2 x 4.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_kernels {
+    ($module:ident, $features:literal, $dot:path) => {
+        pub(super) mod $module {
+            use super::super::{BLOCK, QuantizedRows, load_16, load_32};
+            use std::arch::x86_64::*;
+
+            const Q8_ROWS: usize = 1;
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn hsum(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+                _mm_cvtss_f32(s)
             }
-            i64::from_le_bytes(b)
-        };
-        _mm256_set_epi64x(word(24), word(16), word(8), word(0))
-    }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
+            fn block<const N: usize, E>(data: &[E], index: usize) -> &[E; N] {
+                data[index * N..(index + 1) * N]
+                    .try_into()
+                    .expect("a slice of N elements")
+            }
 
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn q4_1_rows(
-        cols: usize,
-        scales: &[f32],
-        mins: &[f32],
-        nibbles: &[u8],
-        range: std::ops::Range<usize>,
-        q: &QuantizedRows,
-        m: usize,
-        out_t: &mut [f32],
-    ) {
-        let nb = cols / BLOCK;
-        let low_mask = _mm256_set1_epi8(15);
-        let ones = _mm256_set1_epi16(1);
-        for (local, j) in range.enumerate() {
-            let mut r0 = 0;
-            while r0 < m {
-                let tile = (m - r0).min(ROW_TILE);
-                let mut acc = [_mm256_setzero_ps(); ROW_TILE];
-                let mut min_terms = [0f32; ROW_TILE];
+            /// Weight rows `j..j + R` of a Q4_1 matrix against activation rows `r0..r0 + T`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            fn q4_1_tile<const R: usize, const T: usize>(
+                nb: usize,
+                scales: &[f32],
+                mins: &[f32],
+                nibbles: &[u8],
+                q: &QuantizedRows,
+                j: usize,
+                r0: usize,
+            ) -> [[f32; T]; R] {
+                let low_mask = _mm256_set1_epi8(15);
+                let mut acc = [[_mm256_setzero_ps(); T]; R];
+                let mut min_terms = [[0f32; T]; R];
                 for b in 0..nb {
-                    let wi = j * nb + b;
-                    let packed = load_u8x16(&nibbles[wi * 16..wi * 16 + 16]);
-                    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-                    let w = _mm256_and_si256(both, low_mask);
-                    let (d, mn) = (scales[wi], mins[wi]);
-                    for t in 0..tile {
+                    let mut w = [_mm256_setzero_si256(); R];
+                    let mut d = [0f32; R];
+                    let mut mn = [0f32; R];
+                    for i in 0..R {
+                        let wi = (j + i) * nb + b;
+                        let packed = load_16(block::<16, u8>(nibbles, wi));
+                        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+                        w[i] = _mm256_and_si256(both, low_mask);
+                        d[i] = scales[wi];
+                        mn[i] = mins[wi];
+                    }
+                    for t in 0..T {
                         let xi = (r0 + t) * nb + b;
-                        let a = load_i8x32(&q.values[xi * BLOCK..(xi + 1) * BLOCK]);
-                        let pairs = _mm256_maddubs_epi16(w, a);
-                        let quads = _mm256_madd_epi16(pairs, ones);
-                        acc[t] = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(quads),
-                            _mm256_set1_ps(d * q.scales[xi]),
-                            acc[t],
-                        );
-                        min_terms[t] += mn * q.scaled_sums[xi];
+                        let a = load_32(block::<BLOCK, i8>(&q.values, xi));
+                        let (xs, xsum) = (q.scales[xi], q.scaled_sums[xi]);
+                        for i in 0..R {
+                            let dot = _mm256_cvtepi32_ps($dot(w[i], a));
+                            acc[i][t] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d[i] * xs), acc[i][t]);
+                            min_terms[i][t] += mn[i] * xsum;
+                        }
                     }
                 }
-                for t in 0..tile {
-                    out_t[local * m + r0 + t] = hsum(acc[t]) + min_terms[t];
-                }
-                r0 += tile;
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn q8_0_rows(
-        cols: usize,
-        scales: &[f32],
-        values: &[i8],
-        range: std::ops::Range<usize>,
-        q: &QuantizedRows,
-        m: usize,
-        out_t: &mut [f32],
-    ) {
-        let nb = cols / BLOCK;
-        let ones = _mm256_set1_epi16(1);
-        for (local, j) in range.enumerate() {
-            let mut r0 = 0;
-            while r0 < m {
-                let tile = (m - r0).min(ROW_TILE);
-                let mut acc = [_mm256_setzero_ps(); ROW_TILE];
-                for b in 0..nb {
-                    let wi = j * nb + b;
-                    let w = load_i8x32(&values[wi * BLOCK..(wi + 1) * BLOCK]);
-                    // maddubs needs an unsigned operand: move w's sign onto the activations.
-                    let w_abs = _mm256_sign_epi8(w, w);
-                    let d = scales[wi];
-                    for (t, acc_t) in acc.iter_mut().enumerate().take(tile) {
-                        let xi = (r0 + t) * nb + b;
-                        let a = load_i8x32(&q.values[xi * BLOCK..(xi + 1) * BLOCK]);
-                        let a_signed = _mm256_sign_epi8(a, w);
-                        let pairs = _mm256_maddubs_epi16(w_abs, a_signed);
-                        let quads = _mm256_madd_epi16(pairs, ones);
-                        *acc_t = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(quads),
-                            _mm256_set1_ps(d * q.scales[xi]),
-                            *acc_t,
-                        );
+                let mut out = [[0f32; T]; R];
+                for i in 0..R {
+                    for t in 0..T {
+                        out[i][t] = hsum(acc[i][t]) + min_terms[i][t];
                     }
                 }
-                for t in 0..tile {
-                    out_t[local * m + r0 + t] = hsum(acc[t]);
+                out
+            }
+
+            /// Weight rows `j..j + R` of a Q8_0 matrix against activation rows `r0..r0 + T`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_0_tile<const R: usize, const T: usize>(
+                nb: usize,
+                scales: &[f32],
+                values: &[i8],
+                q: &QuantizedRows,
+                j: usize,
+                r0: usize,
+            ) -> [[f32; T]; R] {
+                let mut acc = [[_mm256_setzero_ps(); T]; R];
+                for b in 0..nb {
+                    let mut w = [_mm256_setzero_si256(); R];
+                    let mut w_abs = [_mm256_setzero_si256(); R];
+                    let mut d = [0f32; R];
+                    for i in 0..R {
+                        let wi = (j + i) * nb + b;
+                        w[i] = load_32(block::<BLOCK, i8>(values, wi));
+                        // The dot needs unsigned weights: move their signs onto the activations.
+                        w_abs[i] = _mm256_sign_epi8(w[i], w[i]);
+                        d[i] = scales[wi];
+                    }
+                    for t in 0..T {
+                        let xi = (r0 + t) * nb + b;
+                        let a = load_32(block::<BLOCK, i8>(&q.values, xi));
+                        let xs = q.scales[xi];
+                        for i in 0..R {
+                            let dot = $dot(w_abs[i], _mm256_sign_epi8(a, w[i]));
+                            acc[i][t] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(dot),
+                                _mm256_set1_ps(d[i] * xs),
+                                acc[i][t],
+                            );
+                        }
+                    }
                 }
-                r0 += tile;
+                let mut out = [[0f32; T]; R];
+                for i in 0..R {
+                    for t in 0..T {
+                        out[i][t] = hsum(acc[i][t]);
+                    }
+                }
+                out
+            }
+
+            /// Output features `range` of a Q4_1 matrix for `m` activation rows, feature-major
+            /// into `out_t`.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub(crate) fn q4_1_rows(
+                cols: usize,
+                scales: &[f32],
+                mins: &[f32],
+                nibbles: &[u8],
+                range: std::ops::Range<usize>,
+                q: &QuantizedRows,
+                m: usize,
+                out_t: &mut [f32],
+            ) {
+                let nb = cols / BLOCK;
+                let tile = |rows: usize, j: usize, r0: usize, t: usize| -> [[f32; 4]; 4] {
+                    let mut out = [[0f32; 4]; 4];
+                    let mut put = |o: &[f32], i: usize| out[i][..o.len()].copy_from_slice(o);
+                    match (rows, t) {
+                        (4, 1) => {
+                            let o = q4_1_tile::<4, 1>(nb, scales, mins, nibbles, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (2, 4) => {
+                            let o = q4_1_tile::<2, 4>(nb, scales, mins, nibbles, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (2, 1) => {
+                            let o = q4_1_tile::<2, 1>(nb, scales, mins, nibbles, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (1, 4) => put(
+                            &q4_1_tile::<1, 4>(nb, scales, mins, nibbles, q, j, r0)[0],
+                            0,
+                        ),
+                        _ => put(
+                            &q4_1_tile::<1, 1>(nb, scales, mins, nibbles, q, j, r0)[0],
+                            0,
+                        ),
+                    }
+                    out
+                };
+                drive(range, m, 4, out_t, tile);
+            }
+
+            /// Output features `range` of a Q8_0 matrix for `m` activation rows, feature-major
+            /// into `out_t`.
+            #[target_feature(enable = $features)]
+            pub(crate) fn q8_0_rows(
+                cols: usize,
+                scales: &[f32],
+                values: &[i8],
+                range: std::ops::Range<usize>,
+                q: &QuantizedRows,
+                m: usize,
+                out_t: &mut [f32],
+            ) {
+                let nb = cols / BLOCK;
+                let tile = |rows: usize, j: usize, r0: usize, t: usize| -> [[f32; 4]; 4] {
+                    let mut out = [[0f32; 4]; 4];
+                    let mut put = |o: &[f32], i: usize| out[i][..o.len()].copy_from_slice(o);
+                    match (rows, t) {
+                        (4, 1) => {
+                            let o = q8_0_tile::<4, 1>(nb, scales, values, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (2, 4) => {
+                            let o = q8_0_tile::<2, 4>(nb, scales, values, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (2, 1) => {
+                            let o = q8_0_tile::<2, 1>(nb, scales, values, q, j, r0);
+                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
+                        }
+                        (1, 4) => put(&q8_0_tile::<1, 4>(nb, scales, values, q, j, r0)[0], 0),
+                        _ => put(&q8_0_tile::<1, 1>(nb, scales, values, q, j, r0)[0], 0),
+                    }
+                    out
+                };
+                drive(range, m, Q8_ROWS, out_t, tile);
+            }
+
+            /// Walks `range x 0..m` in tiles: 4 x 1 for batch 1, 2 x 4 otherwise, with smaller
+            /// tiles for the remainders. `tile(rows, j, r0, t)` returns `out[i][t]`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn drive(
+                range: std::ops::Range<usize>,
+                m: usize,
+                batch_1_rows: usize,
+                out_t: &mut [f32],
+                tile: impl Fn(usize, usize, usize, usize) -> [[f32; 4]; 4],
+            ) {
+                let rows_per_tile = if m == 1 { batch_1_rows } else { 2 };
+                let mut j = range.start;
+                while j < range.end {
+                    let rows = if j + rows_per_tile <= range.end {
+                        rows_per_tile
+                    } else {
+                        1
+                    };
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let t = if m > 1 && r0 + 4 <= m { 4 } else { 1 };
+                        let out = tile(rows, j, r0, t);
+                        for (i, row) in out.iter().enumerate().take(rows) {
+                            let at = (j - range.start + i) * m + r0;
+                            out_t[at..at + t].copy_from_slice(&row[..t]);
+                        }
+                        r0 += t;
+                    }
+                    j += rows;
+                }
             }
         }
-    }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    x86_kernels!(avx2, "avx2,fma", super::super::dot::avx2);
+    x86_kernels!(
+        vnni,
+        "avx2,fma,avx512vnni,avx512vl",
+        super::super::dot::vnni
+    );
 }
 
 #[cfg(test)]
@@ -619,9 +843,10 @@ mod tests {
 
     #[test]
     fn quantized_matmuls_match_dequantized_reference() {
+        // 37 rows and 1..9 activation rows exercise every tile shape and remainder.
         let (n, k) = (37, 96);
         let dense = pseudo_random(n * k, 1);
-        for m in [1, 3, 6] {
+        for m in [1, 2, 3, 5, 6, 9] {
             let x = pseudo_random(m * k, 2 + m as u32);
             for w in [
                 q4_1_from_f32(&dense, n, k),
@@ -632,15 +857,30 @@ mod tests {
                     data: dense.clone(),
                 },
             ] {
-                let mut out = vec![0f32; m * n];
-                w.matmul(&x, m, &mut out, &mut MatmulScratch::default());
                 let want = reference(&w, &x, m);
-                for (got, want) in out.iter().zip(&want) {
-                    // Activations are quantized to 8 bits: allow ~1% of the row's magnitude.
-                    assert!(
-                        (got - want).abs() < 0.05 + 0.01 * want.abs(),
-                        "{got} vs {want}"
-                    );
+                let mut scalar = vec![0f32; m * n];
+                w.matmul_with(
+                    Isa::Scalar,
+                    &x,
+                    m,
+                    &mut scalar,
+                    &mut MatmulScratch::default(),
+                );
+                for isa in Isa::available() {
+                    let mut out = vec![0f32; m * n];
+                    w.matmul_with(isa, &x, m, &mut out, &mut MatmulScratch::default());
+                    for ((got, want), exact) in out.iter().zip(&want).zip(&scalar) {
+                        // Activations are quantized to 8 bits: allow ~1% of the row's magnitude.
+                        assert!(
+                            (got - want).abs() < 0.05 + 0.01 * want.abs(),
+                            "{isa:?}: {got} vs {want}"
+                        );
+                        // Integer dots are exact; only the f32 summation order differs.
+                        assert!(
+                            (got - exact).abs() <= 1e-4 * (1.0 + exact.abs()),
+                            "{isa:?}: {got} vs scalar {exact}"
+                        );
+                    }
                 }
             }
         }
