@@ -34,8 +34,10 @@
 //!   vLLM and llama.cpp report them), so confidences do not depend on the sampling settings.
 //! - Batched generation: one prompt prefill, lockstep decode, each trace stopping on its own (EOS,
 //!   `max_tokens`, context full, or the [`TokenObserver`](deepconf_core::TokenObserver)).
-//! - CPU kernels for Q4_1 / Q8_0 / f32 weights (AVX2 when the CPU has it). The forward pass runs on
-//!   the CPU; the `cuda`, `metal` and `mkl` features are passed through to candle.
+//! - CPU kernels for Q4_1 / Q8_0 / f32 weights in integer arithmetic: AVX-512 VNNI or AVX2 when the
+//!   CPU has them (detected at run time; `DEEPCONF_KERNELS=avx2` or `=scalar` caps the choice),
+//!   portable Rust otherwise. The forward pass runs on the CPU; the `cuda`, `metal` and `mkl`
+//!   features are passed through to candle. Measured speed against llama.cpp: `docs/benchmarks.md`.
 //!
 //! # Which type do I want
 //!
