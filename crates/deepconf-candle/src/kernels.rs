@@ -570,6 +570,81 @@ fn load_32(bytes: &[i8; 32]) -> std::arch::x86_64::__m256i {
     unsafe { std::arch::x86_64::_mm256_loadu_si256(bytes.as_ptr().cast()) }
 }
 
+/// Most activation rows (traces) one tile handles; tile results travel in a [`TileOut`].
+#[cfg(target_arch = "x86_64")]
+const MAX_TILE_TRACES: usize = 8;
+
+/// Results of one tile, `out[weight row][activation row]`, in a fixed-size buffer.
+#[cfg(target_arch = "x86_64")]
+type TileOut = [[f32; MAX_TILE_TRACES]; 4];
+
+/// Copies a tile's results into a [`TileOut`].
+#[cfg(target_arch = "x86_64")]
+fn copy_tile<const R: usize, const T: usize>(out: &mut TileOut, tile: [[f32; T]; R]) {
+    for (dst, src) in out.iter_mut().zip(&tile) {
+        dst[..T].copy_from_slice(src);
+    }
+}
+
+/// Calls `$tile::<rows, t>(args)` for every tile shape [`drive`] asks for.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_tile {
+    ($tile:ident, $rows:expr, $t:expr, ($($arg:expr),*)) => {{
+        let mut out = [[0f32; MAX_TILE_TRACES]; 4];
+        match ($rows, $t) {
+            (4, 1) => copy_tile(&mut out, $tile::<4, 1>($($arg),*)),
+            (2, MAX_TILE_TRACES) => copy_tile(&mut out, $tile::<2, MAX_TILE_TRACES>($($arg),*)),
+            (2, 4) => copy_tile(&mut out, $tile::<2, 4>($($arg),*)),
+            (2, 1) => copy_tile(&mut out, $tile::<2, 1>($($arg),*)),
+            (1, MAX_TILE_TRACES) => copy_tile(&mut out, $tile::<1, MAX_TILE_TRACES>($($arg),*)),
+            (1, 4) => copy_tile(&mut out, $tile::<1, 4>($($arg),*)),
+            _ => copy_tile(&mut out, $tile::<1, 1>($($arg),*)),
+        }
+        out
+    }};
+}
+
+/// Walks `range x 0..m` in tiles of `rows` weight rows (`batch_1_rows` for batch 1, else 2; 1 for
+/// a remainder) by `t` activation rows (`max_traces` (4 or 8), 4 or 1). `tile(rows, j, r0, t)`
+/// computes one tile.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn drive(
+    range: std::ops::Range<usize>,
+    m: usize,
+    batch_1_rows: usize,
+    max_traces: usize,
+    out_t: &mut [f32],
+    tile: impl Fn(usize, usize, usize, usize) -> TileOut,
+) {
+    let rows_per_tile = if m == 1 { batch_1_rows } else { 2 };
+    let mut j = range.start;
+    while j < range.end {
+        let rows = if j + rows_per_tile <= range.end {
+            rows_per_tile
+        } else {
+            1
+        };
+        let mut r0 = 0;
+        while r0 < m {
+            let t = if m > 1 && r0 + max_traces <= m {
+                max_traces
+            } else if m > 1 && r0 + 4 <= m {
+                4
+            } else {
+                1
+            };
+            let out = tile(rows, j, r0, t);
+            for (i, row) in out.iter().enumerate().take(rows) {
+                let at = (j - range.start + i) * m + r0;
+                out_t[at..at + t].copy_from_slice(&row[..t]);
+            }
+            r0 += t;
+        }
+        j += rows;
+    }
+}
+
 /// The 256-bit x86 kernels, generic over the feature list and the 32-byte integer dot `$dot`
 /// (instantiated for AVX2; AVX-512 VNNI CPUs use [`x86::avx512`] instead).
 ///
@@ -581,7 +656,9 @@ fn load_32(bytes: &[i8; 32]) -> std::arch::x86_64::__m256i {
 macro_rules! x86_kernels {
     ($module:ident, $features:literal, $dot:path) => {
         pub(super) mod $module {
-            use super::super::{BLOCK, QuantizedRows, load_16, load_32};
+            use super::super::{
+                BLOCK, MAX_TILE_TRACES, QuantizedRows, copy_tile, drive, load_16, load_32,
+            };
             use std::arch::x86_64::*;
 
             /// Batch 1 streams one Q8_0 weight row at a time: interleaving rows measured slower.
@@ -711,34 +788,10 @@ macro_rules! x86_kernels {
                 out_t: &mut [f32],
             ) {
                 let nb = cols / BLOCK;
-                let tile = |rows: usize, j: usize, r0: usize, t: usize| -> [[f32; 4]; 4] {
-                    let mut out = [[0f32; 4]; 4];
-                    let mut put = |o: &[f32], i: usize| out[i][..o.len()].copy_from_slice(o);
-                    match (rows, t) {
-                        (4, 1) => {
-                            let o = q4_1_tile::<4, 1>(nb, scales, mins, nibbles, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (2, 4) => {
-                            let o = q4_1_tile::<2, 4>(nb, scales, mins, nibbles, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (2, 1) => {
-                            let o = q4_1_tile::<2, 1>(nb, scales, mins, nibbles, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (1, 4) => put(
-                            &q4_1_tile::<1, 4>(nb, scales, mins, nibbles, q, j, r0)[0],
-                            0,
-                        ),
-                        _ => put(
-                            &q4_1_tile::<1, 1>(nb, scales, mins, nibbles, q, j, r0)[0],
-                            0,
-                        ),
-                    }
-                    out
-                };
-                drive(range, m, 4, out_t, tile);
+                // 16 ymm registers hold at most 2 x 4 accumulators.
+                drive(range, m, 4, 4, out_t, |rows, j, r0, t| {
+                    dispatch_tile!(q4_1_tile, rows, t, (nb, scales, mins, nibbles, q, j, r0))
+                });
             }
 
             /// Output features `range` of a Q8_0 matrix for `m` activation rows, feature-major
@@ -754,61 +807,9 @@ macro_rules! x86_kernels {
                 out_t: &mut [f32],
             ) {
                 let nb = cols / BLOCK;
-                let tile = |rows: usize, j: usize, r0: usize, t: usize| -> [[f32; 4]; 4] {
-                    let mut out = [[0f32; 4]; 4];
-                    let mut put = |o: &[f32], i: usize| out[i][..o.len()].copy_from_slice(o);
-                    match (rows, t) {
-                        (4, 1) => {
-                            let o = q8_0_tile::<4, 1>(nb, scales, values, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (2, 4) => {
-                            let o = q8_0_tile::<2, 4>(nb, scales, values, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (2, 1) => {
-                            let o = q8_0_tile::<2, 1>(nb, scales, values, q, j, r0);
-                            o.iter().enumerate().for_each(|(i, o)| put(o, i));
-                        }
-                        (1, 4) => put(&q8_0_tile::<1, 4>(nb, scales, values, q, j, r0)[0], 0),
-                        _ => put(&q8_0_tile::<1, 1>(nb, scales, values, q, j, r0)[0], 0),
-                    }
-                    out
-                };
-                drive(range, m, Q8_ROWS, out_t, tile);
-            }
-
-            /// Walks `range x 0..m` in tiles: 4 x 1 for batch 1, 2 x 4 otherwise, with smaller
-            /// tiles for the remainders. `tile(rows, j, r0, t)` returns `out[i][t]`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn drive(
-                range: std::ops::Range<usize>,
-                m: usize,
-                batch_1_rows: usize,
-                out_t: &mut [f32],
-                tile: impl Fn(usize, usize, usize, usize) -> [[f32; 4]; 4],
-            ) {
-                let rows_per_tile = if m == 1 { batch_1_rows } else { 2 };
-                let mut j = range.start;
-                while j < range.end {
-                    let rows = if j + rows_per_tile <= range.end {
-                        rows_per_tile
-                    } else {
-                        1
-                    };
-                    let mut r0 = 0;
-                    while r0 < m {
-                        let t = if m > 1 && r0 + 4 <= m { 4 } else { 1 };
-                        let out = tile(rows, j, r0, t);
-                        for (i, row) in out.iter().enumerate().take(rows) {
-                            let at = (j - range.start + i) * m + r0;
-                            out_t[at..at + t].copy_from_slice(&row[..t]);
-                        }
-                        r0 += t;
-                    }
-                    j += rows;
-                }
+                drive(range, m, Q8_ROWS, 4, out_t, |rows, j, r0, t| {
+                    dispatch_tile!(q8_0_tile, rows, t, (nb, scales, values, q, j, r0))
+                });
             }
         }
     };
@@ -824,14 +825,12 @@ mod x86 {
     // Tiles index register arrays by weight row `i` and activation row `t` together.
     #[allow(clippy::needless_range_loop)]
     pub(super) mod avx512 {
-        use super::super::{BLOCK, QuantizedRows};
+        use super::super::{BLOCK, MAX_TILE_TRACES, QuantizedRows, copy_tile, drive};
         use std::arch::x86_64::*;
 
         /// Bytes of two blocks of packed nibbles, and of two blocks of activations.
         const PAIR_NIBBLES: usize = 32;
         const PAIR_VALUES: usize = 2 * BLOCK;
-        /// Activation rows per tile in batches.
-        const TRACES: usize = 8;
 
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")]
@@ -955,73 +954,6 @@ mod x86 {
             out
         }
 
-        /// Copies a tile's results into the driver's fixed-size buffer.
-        fn copy_tile<const R: usize, const T: usize>(
-            out: &mut [[f32; TRACES]; 4],
-            tile: [[f32; T]; R],
-        ) {
-            for (dst, src) in out.iter_mut().zip(&tile) {
-                dst[..T].copy_from_slice(src);
-            }
-        }
-
-        /// Calls `$tile::<rows, t>(args)` for the tile shapes [`drive`] asks for.
-        macro_rules! dispatch {
-            ($tile:ident, $rows:expr, $t:expr, ($($arg:expr),*)) => {{
-                let mut out = [[0f32; TRACES]; 4];
-                match ($rows, $t) {
-                    (4, 1) => copy_tile(&mut out, $tile::<4, 1>($($arg),*)),
-                    (2, TRACES) => copy_tile(&mut out, $tile::<2, TRACES>($($arg),*)),
-                    (2, 4) => copy_tile(&mut out, $tile::<2, 4>($($arg),*)),
-                    (2, 1) => copy_tile(&mut out, $tile::<2, 1>($($arg),*)),
-                    (1, TRACES) => copy_tile(&mut out, $tile::<1, TRACES>($($arg),*)),
-                    (1, 4) => copy_tile(&mut out, $tile::<1, 4>($($arg),*)),
-                    _ => copy_tile(&mut out, $tile::<1, 1>($($arg),*)),
-                }
-                out
-            }};
-        }
-
-        /// Walks `range x 0..m` in tiles of `rows` weight rows (`batch_1_rows` for batch 1, else
-        /// 2; 1 for a remainder) by `t` activation rows ([`TRACES`], 4 or 1).
-        /// `tile(rows, j, r0, t)` returns `out[i][t]`.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma")]
-        fn drive(
-            range: std::ops::Range<usize>,
-            m: usize,
-            batch_1_rows: usize,
-            out_t: &mut [f32],
-            tile: impl Fn(usize, usize, usize, usize) -> [[f32; TRACES]; 4],
-        ) {
-            let rows_per_tile = if m == 1 { batch_1_rows } else { 2 };
-            let mut j = range.start;
-            while j < range.end {
-                let rows = if j + rows_per_tile <= range.end {
-                    rows_per_tile
-                } else {
-                    1
-                };
-                let mut r0 = 0;
-                while r0 < m {
-                    let t = if m > 1 && r0 + TRACES <= m {
-                        TRACES
-                    } else if m > 1 && r0 + 4 <= m {
-                        4
-                    } else {
-                        1
-                    };
-                    let out = tile(rows, j, r0, t);
-                    for (i, row) in out.iter().enumerate().take(rows) {
-                        let at = (j - range.start + i) * m + r0;
-                        out_t[at..at + t].copy_from_slice(&row[..t]);
-                    }
-                    r0 += t;
-                }
-                j += rows;
-            }
-        }
-
         /// Output features `range` of a Q4_1 matrix for `m` activation rows, feature-major into
         /// `out_t`.
         #[allow(clippy::too_many_arguments)]
@@ -1037,8 +969,8 @@ mod x86 {
             out_t: &mut [f32],
         ) {
             let nb = cols / BLOCK;
-            drive(range, m, 4, out_t, |rows, j, r0, t| {
-                dispatch!(tile, rows, t, (nb, scales, mins, nibbles, q, j, r0))
+            drive(range, m, 4, MAX_TILE_TRACES, out_t, |rows, j, r0, t| {
+                dispatch_tile!(tile, rows, t, (nb, scales, mins, nibbles, q, j, r0))
             });
         }
 
@@ -1129,8 +1061,8 @@ mod x86 {
         ) {
             let nb = cols / BLOCK;
             // Batch 1 streams one weight row at a time: interleaving rows measured slower here.
-            drive(range, m, 1, out_t, |rows, j, r0, t| {
-                dispatch!(q8_0_tile, rows, t, (nb, scales, values, q, j, r0))
+            drive(range, m, 1, MAX_TILE_TRACES, out_t, |rows, j, r0, t| {
+                dispatch_tile!(q8_0_tile, rows, t, (nb, scales, values, q, j, r0))
             });
         }
     }
