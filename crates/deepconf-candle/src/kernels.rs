@@ -1121,8 +1121,14 @@ mod tests {
 
     #[test]
     fn quantized_matmuls_match_dequantized_reference() {
-        // 37 rows and 1..9 activation rows exercise every tile shape and remainder.
-        let (n, k) = (37, 96);
+        // 37 rows and 1..9 activation rows exercise every tile shape and remainder; 3 and 19
+        // blocks per row an odd last block after the 512-bit block pairs, short and long rows.
+        for k in [96, 608] {
+            check_every_isa(37, k);
+        }
+    }
+
+    fn check_every_isa(n: usize, k: usize) {
         let dense = pseudo_random(n * k, 1);
         for m in [1, 2, 3, 5, 6, 9] {
             let x = pseudo_random(m * k, 2 + m as u32);
@@ -1148,9 +1154,11 @@ mod tests {
                     let mut out = vec![0f32; m * n];
                     w.matmul_with(isa, &x, m, &mut out, &mut MatmulScratch::default());
                     for ((got, want), exact) in out.iter().zip(&want).zip(&scalar) {
-                        // Activations are quantized to 8 bits: allow ~1% of the row's magnitude.
+                        // Activations are quantized to 8 bits: independent rounding errors grow
+                        // like sqrt(k); allow a few of their standard deviations.
                         assert!(
-                            (got - want).abs() < 0.05 + 0.01 * want.abs(),
+                            (got - want).abs()
+                                < 0.06 * (k as f32 / 96.0).sqrt() + 0.01 * want.abs(),
                             "{isa:?}: {got} vs {want}"
                         );
                         // Integer dots are exact; only the f32 summation order differs.
