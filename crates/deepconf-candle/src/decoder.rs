@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use crate::kernels::{MatmulScratch, WeightMatrix, dot_f32};
+use crate::sampling::exp_nonpositive;
 
 /// How rotary embeddings pair the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +253,7 @@ impl Decoder {
                     }
                     let mut total = 0f32;
                     for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
+                        *sc = exp_nonpositive(*sc - max);
                         total += *sc;
                     }
                     let o = &mut out[h * hd..(h + 1) * hd];
