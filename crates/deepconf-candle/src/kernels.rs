@@ -537,21 +537,6 @@ mod scalar {
     }
 }
 
-/// Integer dot products of 32 unsigned weight bytes with 32 signed activation bytes, summed in
-/// groups of four into eight i32 lanes. `vpmaddubsw` saturates its i16 pair sums, which never
-/// happens here: weights are at most 15 (Q4_1) or 128 (|Q8_0|) and activations at most 127 in
-/// magnitude, so a pair is at most 2 * 128 * 127 = 32512.
-#[cfg(target_arch = "x86_64")]
-mod dot {
-    use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    pub(super) fn avx2(w: __m256i, a: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
-    }
-}
-
 /// Loads 16 bytes. Taking a 16-byte array makes the bounds check the caller's slice indexing.
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -645,185 +630,187 @@ fn drive(
     }
 }
 
-/// The 256-bit x86 kernels, generic over the feature list and the 32-byte integer dot `$dot`
-/// (instantiated for AVX2; AVX-512 VNNI CPUs use [`x86::avx512`] instead).
-///
-/// Work is done in tiles of `R` weight rows by `T` activation rows whose accumulators stay in
-/// registers: each weight block is unpacked once for `T` activation rows and each activation block
-/// loaded once for `R` weight rows, and the `R * T` independent accumulator chains hide the FMA
-/// latency. Batch 1 uses 4 x 1 tiles (Q4_1), batches 2 x 4.
+// Tiles index register arrays by weight row `i` and activation row `t` together.
 #[cfg(target_arch = "x86_64")]
-macro_rules! x86_kernels {
-    ($module:ident, $features:literal, $dot:path) => {
-        pub(super) mod $module {
-            use super::super::{
-                BLOCK, MAX_TILE_TRACES, QuantizedRows, copy_tile, drive, load_16, load_32,
-            };
-            use std::arch::x86_64::*;
-
-            /// Batch 1 streams one Q8_0 weight row at a time: interleaving rows measured slower.
-            const Q8_ROWS: usize = 1;
-
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn hsum(v: __m256) -> f32 {
-                let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-                _mm_cvtss_f32(s)
-            }
-
-            fn block<const N: usize, E>(data: &[E], index: usize) -> &[E; N] {
-                data[index * N..(index + 1) * N]
-                    .try_into()
-                    .expect("a slice of N elements")
-            }
-
-            /// Weight rows `j..j + R` of a Q4_1 matrix against activation rows `r0..r0 + T`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            fn q4_1_tile<const R: usize, const T: usize>(
-                nb: usize,
-                scales: &[f32],
-                mins: &[f32],
-                nibbles: &[u8],
-                q: &QuantizedRows,
-                j: usize,
-                r0: usize,
-            ) -> [[f32; T]; R] {
-                let low_mask = _mm256_set1_epi8(15);
-                let mut acc = [[_mm256_setzero_ps(); T]; R];
-                let mut min_terms = [[0f32; T]; R];
-                for b in 0..nb {
-                    let mut w = [_mm256_setzero_si256(); R];
-                    let mut d = [0f32; R];
-                    let mut mn = [0f32; R];
-                    for i in 0..R {
-                        let wi = (j + i) * nb + b;
-                        let packed = load_16(block::<16, u8>(nibbles, wi));
-                        let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-                        w[i] = _mm256_and_si256(both, low_mask);
-                        d[i] = scales[wi];
-                        mn[i] = mins[wi];
-                    }
-                    for t in 0..T {
-                        let xi = (r0 + t) * nb + b;
-                        let a = load_32(block::<BLOCK, i8>(&q.values, xi));
-                        let (xs, xsum) = (q.scales[xi], q.scaled_sums[xi]);
-                        for i in 0..R {
-                            let dot = _mm256_cvtepi32_ps($dot(w[i], a));
-                            acc[i][t] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d[i] * xs), acc[i][t]);
-                            min_terms[i][t] += mn[i] * xsum;
-                        }
-                    }
-                }
-                let mut out = [[0f32; T]; R];
-                for i in 0..R {
-                    for t in 0..T {
-                        out[i][t] = hsum(acc[i][t]) + min_terms[i][t];
-                    }
-                }
-                out
-            }
-
-            /// Weight rows `j..j + R` of a Q8_0 matrix against activation rows `r0..r0 + T`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn q8_0_tile<const R: usize, const T: usize>(
-                nb: usize,
-                scales: &[f32],
-                values: &[i8],
-                q: &QuantizedRows,
-                j: usize,
-                r0: usize,
-            ) -> [[f32; T]; R] {
-                let mut acc = [[_mm256_setzero_ps(); T]; R];
-                for b in 0..nb {
-                    let mut w = [_mm256_setzero_si256(); R];
-                    let mut w_abs = [_mm256_setzero_si256(); R];
-                    let mut d = [0f32; R];
-                    for i in 0..R {
-                        let wi = (j + i) * nb + b;
-                        w[i] = load_32(block::<BLOCK, i8>(values, wi));
-                        // The dot needs unsigned weights: move their signs onto the activations.
-                        w_abs[i] = _mm256_sign_epi8(w[i], w[i]);
-                        d[i] = scales[wi];
-                    }
-                    for t in 0..T {
-                        let xi = (r0 + t) * nb + b;
-                        let a = load_32(block::<BLOCK, i8>(&q.values, xi));
-                        let xs = q.scales[xi];
-                        for i in 0..R {
-                            let dot = $dot(w_abs[i], _mm256_sign_epi8(a, w[i]));
-                            acc[i][t] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(dot),
-                                _mm256_set1_ps(d[i] * xs),
-                                acc[i][t],
-                            );
-                        }
-                    }
-                }
-                let mut out = [[0f32; T]; R];
-                for i in 0..R {
-                    for t in 0..T {
-                        out[i][t] = hsum(acc[i][t]);
-                    }
-                }
-                out
-            }
-
-            /// Output features `range` of a Q4_1 matrix for `m` activation rows, feature-major
-            /// into `out_t`.
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = $features)]
-            pub(crate) fn q4_1_rows(
-                cols: usize,
-                scales: &[f32],
-                mins: &[f32],
-                nibbles: &[u8],
-                range: std::ops::Range<usize>,
-                q: &QuantizedRows,
-                m: usize,
-                out_t: &mut [f32],
-            ) {
-                let nb = cols / BLOCK;
-                // 16 ymm registers hold at most 2 x 4 accumulators.
-                drive(range, m, 4, 4, out_t, |rows, j, r0, t| {
-                    dispatch_tile!(q4_1_tile, rows, t, (nb, scales, mins, nibbles, q, j, r0))
-                });
-            }
-
-            /// Output features `range` of a Q8_0 matrix for `m` activation rows, feature-major
-            /// into `out_t`.
-            #[target_feature(enable = $features)]
-            pub(crate) fn q8_0_rows(
-                cols: usize,
-                scales: &[f32],
-                values: &[i8],
-                range: std::ops::Range<usize>,
-                q: &QuantizedRows,
-                m: usize,
-                out_t: &mut [f32],
-            ) {
-                let nb = cols / BLOCK;
-                drive(range, m, Q8_ROWS, 4, out_t, |rows, j, r0, t| {
-                    dispatch_tile!(q8_0_tile, rows, t, (nb, scales, values, q, j, r0))
-                });
-            }
-        }
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)]
 mod x86 {
-    x86_kernels!(avx2, "avx2,fma", super::super::dot::avx2);
+    /// The 256-bit AVX2 kernels (AVX-512 VNNI CPUs use [`avx512`] instead).
+    ///
+    /// Work is done in tiles of `R` weight rows by `T` activation rows whose accumulators stay
+    /// in registers: each weight block is unpacked once for `T` activation rows and each
+    /// activation block loaded once for `R` weight rows, and the `R * T` independent
+    /// accumulator chains hide the FMA latency. Batch 1 uses 4 x 1 tiles (Q4_1), batches 2 x 4.
+    pub(super) mod avx2 {
+        use super::super::{
+            BLOCK, MAX_TILE_TRACES, QuantizedRows, copy_tile, drive, load_16, load_32,
+        };
+        use std::arch::x86_64::*;
+
+        /// Integer dot products of 32 unsigned weight bytes with 32 signed activation bytes,
+        /// summed in groups of four into eight i32 lanes. `vpmaddubsw` saturates its i16 pair
+        /// sums, which never happens here: weights are at most 15 (Q4_1) or 128 (|Q8_0|) and
+        /// activations at most 127 in magnitude, so a pair is at most 2 * 128 * 127 = 32512.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn dot(w: __m256i, a: __m256i) -> __m256i {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1))
+        }
+
+        /// Batch 1 streams one Q8_0 weight row at a time: interleaving rows measured slower.
+        const Q8_ROWS: usize = 1;
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+
+        fn block<const N: usize, E>(data: &[E], index: usize) -> &[E; N] {
+            data[index * N..(index + 1) * N]
+                .try_into()
+                .expect("a slice of N elements")
+        }
+
+        /// Weight rows `j..j + R` of a Q4_1 matrix against activation rows `r0..r0 + T`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        fn q4_1_tile<const R: usize, const T: usize>(
+            nb: usize,
+            scales: &[f32],
+            mins: &[f32],
+            nibbles: &[u8],
+            q: &QuantizedRows,
+            j: usize,
+            r0: usize,
+        ) -> [[f32; T]; R] {
+            let low_mask = _mm256_set1_epi8(15);
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut min_terms = [[0f32; T]; R];
+            for b in 0..nb {
+                let mut w = [_mm256_setzero_si256(); R];
+                let mut d = [0f32; R];
+                let mut mn = [0f32; R];
+                for i in 0..R {
+                    let wi = (j + i) * nb + b;
+                    let packed = load_16(block::<16, u8>(nibbles, wi));
+                    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+                    w[i] = _mm256_and_si256(both, low_mask);
+                    d[i] = scales[wi];
+                    mn[i] = mins[wi];
+                }
+                for t in 0..T {
+                    let xi = (r0 + t) * nb + b;
+                    let a = load_32(block::<BLOCK, i8>(&q.values, xi));
+                    let (xs, xsum) = (q.scales[xi], q.scaled_sums[xi]);
+                    for i in 0..R {
+                        let dot = _mm256_cvtepi32_ps(dot(w[i], a));
+                        acc[i][t] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d[i] * xs), acc[i][t]);
+                        min_terms[i][t] += mn[i] * xsum;
+                    }
+                }
+            }
+            let mut out = [[0f32; T]; R];
+            for i in 0..R {
+                for t in 0..T {
+                    out[i][t] = hsum(acc[i][t]) + min_terms[i][t];
+                }
+            }
+            out
+        }
+
+        /// Weight rows `j..j + R` of a Q8_0 matrix against activation rows `r0..r0 + T`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn q8_0_tile<const R: usize, const T: usize>(
+            nb: usize,
+            scales: &[f32],
+            values: &[i8],
+            q: &QuantizedRows,
+            j: usize,
+            r0: usize,
+        ) -> [[f32; T]; R] {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..nb {
+                let mut w = [_mm256_setzero_si256(); R];
+                let mut w_abs = [_mm256_setzero_si256(); R];
+                let mut d = [0f32; R];
+                for i in 0..R {
+                    let wi = (j + i) * nb + b;
+                    w[i] = load_32(block::<BLOCK, i8>(values, wi));
+                    // The dot needs unsigned weights: move their signs onto the activations.
+                    w_abs[i] = _mm256_sign_epi8(w[i], w[i]);
+                    d[i] = scales[wi];
+                }
+                for t in 0..T {
+                    let xi = (r0 + t) * nb + b;
+                    let a = load_32(block::<BLOCK, i8>(&q.values, xi));
+                    let xs = q.scales[xi];
+                    for i in 0..R {
+                        let dot = dot(w_abs[i], _mm256_sign_epi8(a, w[i]));
+                        acc[i][t] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(dot),
+                            _mm256_set1_ps(d[i] * xs),
+                            acc[i][t],
+                        );
+                    }
+                }
+            }
+            let mut out = [[0f32; T]; R];
+            for i in 0..R {
+                for t in 0..T {
+                    out[i][t] = hsum(acc[i][t]);
+                }
+            }
+            out
+        }
+
+        /// Output features `range` of a Q4_1 matrix for `m` activation rows, feature-major
+        /// into `out_t`.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma")]
+        pub(crate) fn q4_1_rows(
+            cols: usize,
+            scales: &[f32],
+            mins: &[f32],
+            nibbles: &[u8],
+            range: std::ops::Range<usize>,
+            q: &QuantizedRows,
+            m: usize,
+            out_t: &mut [f32],
+        ) {
+            let nb = cols / BLOCK;
+            // 16 ymm registers hold at most 2 x 4 accumulators.
+            drive(range, m, 4, 4, out_t, |rows, j, r0, t| {
+                dispatch_tile!(q4_1_tile, rows, t, (nb, scales, mins, nibbles, q, j, r0))
+            });
+        }
+
+        /// Output features `range` of a Q8_0 matrix for `m` activation rows, feature-major
+        /// into `out_t`.
+        #[target_feature(enable = "avx2,fma")]
+        pub(crate) fn q8_0_rows(
+            cols: usize,
+            scales: &[f32],
+            values: &[i8],
+            range: std::ops::Range<usize>,
+            q: &QuantizedRows,
+            m: usize,
+            out_t: &mut [f32],
+        ) {
+            let nb = cols / BLOCK;
+            drive(range, m, Q8_ROWS, 4, out_t, |rows, j, r0, t| {
+                dispatch_tile!(q8_0_tile, rows, t, (nb, scales, values, q, j, r0))
+            });
+        }
+    }
 
     /// Q4_1 on 512-bit vectors: two 32-value blocks per `vpdpbusd`, so each instruction does
     /// twice the work of the 256-bit kernels. The Q4_1 minimum term `sum_b min_b * d_x * sum(q_x)`
     /// is a plain f32 dot over blocks, done once per output after the integer loop.
-    // Tiles index register arrays by weight row `i` and activation row `t` together.
-    #[allow(clippy::needless_range_loop)]
     pub(super) mod avx512 {
         use super::super::{BLOCK, MAX_TILE_TRACES, QuantizedRows, copy_tile, drive};
         use std::arch::x86_64::*;

@@ -378,8 +378,8 @@ pub struct Backend {
     pub model: Box<dyn LogprobModel>,
     /// Name, backend, source and checksum.
     pub info: ModelInfo,
-    /// The decoded text of every token id, when the backend knows its tokenizer (candle); a judge
-    /// uses it to sum the probability of every top-k spelling of "yes" and "no".
+    /// The decoded text of every token id, for a judge backend that knows its tokenizer (candle):
+    /// the judge sums the probability of every top-k spelling of "yes" and "no".
     pub vocabulary: Option<Vec<String>>,
 }
 
@@ -397,6 +397,7 @@ pub fn build_backend(args: &EvalArgs, batch: usize) -> Result<Backend> {
         args.model.as_deref(),
         args.base_url.as_deref(),
         batch,
+        false,
     )
 }
 
@@ -426,7 +427,7 @@ fn file_name(path: &Path) -> String {
 }
 
 #[cfg(feature = "candle")]
-fn build_candle(model: Option<&str>, batch: usize) -> Result<Backend> {
+fn build_candle(model: Option<&str>, batch: usize, with_vocabulary: bool) -> Result<Backend> {
     use deepconf_candle::{CandleModel, ModelSource};
     let path = model.map_or_else(deepconf_candle::default_model_path, PathBuf::from);
     let loaded = CandleModel::builder()
@@ -440,7 +441,8 @@ fn build_candle(model: Option<&str>, batch: usize) -> Result<Backend> {
         None
     };
     Ok(Backend {
-        vocabulary: Some(loaded.tokenizer().decoded_vocabulary()),
+        // Decoding the whole vocabulary is only worth it for a judge.
+        vocabulary: with_vocabulary.then(|| loaded.tokenizer().decoded_vocabulary()),
         info: ModelInfo {
             name: loaded.model_id(),
             backend: "candle".into(),
@@ -452,7 +454,7 @@ fn build_candle(model: Option<&str>, batch: usize) -> Result<Backend> {
 }
 
 #[cfg(not(feature = "candle"))]
-fn build_candle(_: Option<&str>, _: usize) -> Result<Backend> {
+fn build_candle(_: Option<&str>, _: usize, _: bool) -> Result<Backend> {
     Err(Error::BackendUnavailable { backend: "candle" })
 }
 
@@ -492,9 +494,10 @@ fn build_model(
     model: Option<&str>,
     base_url: Option<&str>,
     batch: usize,
+    with_vocabulary: bool,
 ) -> Result<Backend> {
     match kind {
-        BackendKind::Candle => build_candle(model, batch),
+        BackendKind::Candle => build_candle(model, batch, with_vocabulary),
         BackendKind::Openai => build_openai(model, base_url),
     }
 }
@@ -519,7 +522,7 @@ impl std::fmt::Debug for Classifier {
 pub fn build_classifier(args: &EvalArgs) -> Result<Classifier> {
     let judge = || -> Result<(WildGuardJudge<Box<dyn LogprobModel>>, ModelInfo)> {
         let model = args.judge_model.as_deref().or(args.model.as_deref());
-        let backend = build_model(args.backend, model, args.base_url.as_deref(), 1)?;
+        let backend = build_model(args.backend, model, args.base_url.as_deref(), 1, true)?;
         let judge = WildGuardJudge::new(backend.model);
         let judge = match backend.vocabulary {
             Some(vocabulary) => judge.with_vocabulary(vocabulary),
