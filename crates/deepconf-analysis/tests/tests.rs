@@ -1,7 +1,5 @@
 //! Integration tests of deepconf-analysis (single entry point).
 
 mod analysis;
-mod common;
-mod records;
 mod replay;
 mod stats;
