@@ -367,6 +367,7 @@ impl Batcher {
             logprob: sampled.logprob,
             top_logprobs: sampled.top_logprobs,
             top_token_ids: sampled.top_ids,
+            top_tokens: Vec::new(),
         });
         row.new_token = true;
         row.stop = if row.steps.len() >= row.sampling.max_tokens {

@@ -304,21 +304,26 @@ impl<'a> TraceBuilder<'a> {
             )));
         }
         if !step.top_logprobs.is_sorted_by(|a, b| a >= b) {
-            // Keep the ids paired with their log-probabilities while sorting.
-            let mut pairs: Vec<(f32, Option<u32>)> = step
-                .top_logprobs
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| (l, step.top_token_ids.get(i).copied()))
-                .collect();
-            pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-            step.top_logprobs = pairs.iter().map(|p| p.0).collect();
+            // Keep the ids and texts paired with their log-probabilities while sorting.
+            let mut order: Vec<usize> = (0..step.top_logprobs.len()).collect();
+            order.sort_by(|&a, &b| step.top_logprobs[b].total_cmp(&step.top_logprobs[a]));
+            step.top_logprobs = order.iter().map(|&i| step.top_logprobs[i]).collect();
             if !step.top_token_ids.is_empty() {
-                step.top_token_ids = pairs.iter().filter_map(|p| p.1).collect();
+                step.top_token_ids = order
+                    .iter()
+                    .filter_map(|&i| step.top_token_ids.get(i).copied())
+                    .collect();
+            }
+            if !step.top_tokens.is_empty() {
+                step.top_tokens = order
+                    .iter()
+                    .filter_map(|&i| step.top_tokens.get(i).cloned())
+                    .collect();
             }
         }
         step.top_logprobs.truncate(self.top_k);
         step.top_token_ids.truncate(self.top_k);
+        step.top_tokens.truncate(self.top_k);
         self.text.push_str(&step.text);
         self.steps.push(step);
         let step = self.steps.last().expect("just pushed");
@@ -348,6 +353,7 @@ impl<'a> TraceBuilder<'a> {
             logprob,
             top_logprobs,
             top_token_ids: Vec::new(),
+            top_tokens: Vec::new(),
         })
     }
 

@@ -282,6 +282,12 @@ pub struct TokenStep {
     /// (empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_token_ids: Vec<u32>,
+    /// Texts of the top-k candidates in the same order, when the backend reports them rather than
+    /// ids (an OpenAI-compatible server asked for them); empty otherwise. An LLM judge reads its
+    /// answer's alternatives here, or through [`LogprobModel::token_text`](crate::LogprobModel::token_text)
+    /// of the ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_tokens: Vec<String>,
 }
 
 impl TokenStep {

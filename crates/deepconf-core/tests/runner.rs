@@ -21,6 +21,7 @@ fn step(flatness: f32) -> TokenStep {
         logprob: top[0],
         top_logprobs: top,
         top_token_ids: vec![],
+        top_tokens: vec![],
     }
 }
 

@@ -140,6 +140,10 @@ pub struct OpenAiConfig {
     /// candidates that decode alike, so a short list is usually no fault; token confidence then
     /// averages the candidates present.
     pub strict_top_logprobs: bool,
+    /// Keep the text of every top-k candidate in [`TokenStep::top_tokens`](deepconf_core::TokenStep)
+    /// (off by default: the model under test needs only their log-probabilities; an LLM judge
+    /// reads its answer's alternatives from them).
+    pub candidate_texts: bool,
     /// Extra JSON fields merged into every request body (they override the generated ones).
     pub extra_body: Map<String, Value>,
 }
@@ -170,6 +174,7 @@ impl OpenAiBuilder {
                 token_ids_as_strings: false,
                 include_usage: true,
                 strict_top_logprobs: false,
+                candidate_texts: false,
                 extra_body: Map::new(),
             },
             api_key_env: Some(API_KEY_ENV.to_string()),
@@ -281,6 +286,14 @@ impl OpenAiBuilder {
     #[must_use]
     pub fn strict_top_logprobs(mut self, strict: bool) -> Self {
         self.config.strict_top_logprobs = strict;
+        self
+    }
+
+    /// Keeps the text of every top-k candidate in each step (default `false`; see
+    /// [`OpenAiConfig::candidate_texts`]).
+    #[must_use]
+    pub fn candidate_texts(mut self, enabled: bool) -> Self {
+        self.config.candidate_texts = enabled;
         self
     }
 

@@ -310,6 +310,7 @@ impl OpenAiModel {
             request.sampling.top_logprobs,
             self.config.strict_top_logprobs,
         );
+        assembler.candidate_texts = self.config.candidate_texts;
         let reader = response.into_reader();
         let result = if self.config.stream {
             self.read_stream(url, route, reader, &mut assembler, sink)
@@ -497,6 +498,8 @@ struct TraceAssembler {
     spec: TraceSpec,
     top_k: usize,
     strict: bool,
+    /// Keep the candidates' texts in each step (for judges).
+    candidate_texts: bool,
     text: String,
     steps: Vec<TokenStep>,
     finish_reason: Option<String>,
@@ -510,6 +513,7 @@ impl TraceAssembler {
             spec,
             top_k,
             strict,
+            candidate_texts: false,
             text: String::new(),
             steps: Vec::new(),
             finish_reason: None,
@@ -572,7 +576,7 @@ impl TraceAssembler {
                 raw.text.clone()
             };
             kept_text.push_str(&text);
-            let step = wire::token_step(raw, text, self.top_k);
+            let step = wire::token_step(raw, text, self.top_k, self.candidate_texts);
             let control = sink(&step);
             self.steps.push(step);
             if control == TokenControl::Stop {

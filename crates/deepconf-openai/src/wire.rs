@@ -95,6 +95,8 @@ pub(crate) fn request_body(
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Candidate {
     pub id: Option<u32>,
+    /// The candidate's text, when the server sent one (not a `token_id:N` string).
+    pub text: Option<String>,
     pub logprob: f32,
 }
 
@@ -180,12 +182,12 @@ fn chat_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
                             c.get("logprob").unwrap_or(&Value::Null),
                             &format!("logprobs.content[{i}].top_logprobs[{j}].logprob"),
                         )?;
-                        let id = id_field(c).or_else(|| {
-                            c.get("token")
-                                .and_then(Value::as_str)
-                                .and_then(id_from_token_string)
-                        });
-                        Ok(Candidate { id, logprob })
+                        let token = c.get("token").and_then(Value::as_str);
+                        let id = id_field(c).or_else(|| token.and_then(id_from_token_string));
+                        let text = token
+                            .filter(|t| id_from_token_string(t).is_none())
+                            .map(str::to_string);
+                        Ok(Candidate { id, text, logprob })
                     })
                     .collect::<Result<Vec<_>, ParseError>>()?,
                 None | Some(Value::Null) => Vec::new(),
@@ -202,8 +204,12 @@ fn chat_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
 }
 
 /// Reads the logprobs of a completions choice: parallel `tokens`, `token_logprobs` and
-/// `top_logprobs` (a list of `{text: logprob}` maps).
+/// `top_logprobs` (a list of `{text: logprob}` maps), or the chat shape `content: [...]` that
+/// llama.cpp's `llama-server` sends on its completions endpoint too.
 fn completion_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
+    if logprobs.get("content").is_some_and(Value::is_array) {
+        return chat_tokens(logprobs);
+    }
     let list = |name: &str| match logprobs.get(name) {
         Some(Value::Array(items)) => Ok(items.as_slice()),
         None | Some(Value::Null) => Ok(&[][..]),
@@ -232,8 +238,10 @@ fn completion_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
                 Some(Value::Object(map)) => map
                     .iter()
                     .map(|(key, value)| {
+                        let id = id_from_token_string(key);
                         Ok(Candidate {
-                            id: id_from_token_string(key),
+                            id,
+                            text: id.is_none().then(|| key.clone()),
                             logprob: as_f32(
                                 value,
                                 &format!("logprobs.top_logprobs[{i}][{key:?}]"),
@@ -320,13 +328,24 @@ pub(crate) fn stop_reason(finish_reason: &str) -> Result<StopReason, ()> {
 /// Turns a raw token into a [`TokenStep`] with at most `k` candidates, most likely first.
 ///
 /// Servers may append the sampled token to the top-k list when it is not among the k most likely
-/// (vLLM), so the list is sorted and cut to `k` here rather than trusted.
-pub(crate) fn token_step(raw: RawToken, text: String, k: usize) -> TokenStep {
+/// (vLLM), so the list is sorted and cut to `k` here rather than trusted. With `candidate_texts`
+/// the candidates' texts are kept too (when every candidate has one).
+pub(crate) fn token_step(
+    raw: RawToken,
+    text: String,
+    k: usize,
+    candidate_texts: bool,
+) -> TokenStep {
     let mut top = raw.top;
     top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
     top.truncate(k);
     let top_token_ids = if top.iter().all(|c| c.id.is_some()) {
         top.iter().filter_map(|c| c.id).collect()
+    } else {
+        Vec::new()
+    };
+    let top_tokens = if candidate_texts && top.iter().all(|c| c.text.is_some()) {
+        top.iter().filter_map(|c| c.text.clone()).collect()
     } else {
         Vec::new()
     };
@@ -336,6 +355,7 @@ pub(crate) fn token_step(raw: RawToken, text: String, k: usize) -> TokenStep {
         logprob: raw.logprob,
         top_logprobs: top.iter().map(|c| c.logprob).collect(),
         top_token_ids,
+        top_tokens,
     }
 }
 
@@ -375,10 +395,12 @@ mod tests {
         let piece = parse_piece(&chunk, Route::Chat).unwrap();
         assert_eq!(piece.content, "Hi");
         assert_eq!(piece.tokens.len(), 1);
-        let step = token_step(piece.tokens[0].clone(), "Hi".into(), 2);
+        let step = token_step(piece.tokens[0].clone(), "Hi".into(), 2, true);
         assert_eq!(step.token_id, Some(5));
         assert_eq!(step.top_logprobs, vec![-0.5, -1.0]);
         assert_eq!(step.top_token_ids, vec![9, 7]);
+        // `token_id:N` strings are ids, not texts.
+        assert!(step.top_tokens.is_empty());
     }
 
     #[test]
@@ -390,21 +412,27 @@ mod tests {
             top: vec![
                 Candidate {
                     id: None,
+                    text: Some("a".into()),
                     logprob: -2.0,
                 },
                 Candidate {
                     id: None,
+                    text: Some("b".into()),
                     logprob: -0.1,
                 },
                 Candidate {
                     id: None,
+                    text: Some("c".into()),
                     logprob: -1.0,
                 },
             ],
         };
-        let step = token_step(raw, "a".into(), 2);
+        let step = token_step(raw.clone(), "a".into(), 2, false);
         assert_eq!(step.top_logprobs, vec![-0.1, -1.0]);
         assert!(step.top_token_ids.is_empty());
+        assert!(step.top_tokens.is_empty(), "texts only when asked for");
+        let step = token_step(raw, "a".into(), 2, true);
+        assert_eq!(step.top_tokens, vec!["b", "c"], "texts stay with their logprobs");
     }
 
     #[test]
@@ -422,6 +450,24 @@ mod tests {
         assert_eq!(piece.prompt_tokens, Some(4));
         assert_eq!(piece.tokens[1].text, " Alex");
         assert_eq!(piece.tokens[1].top.len(), 2);
+    }
+
+    #[test]
+    fn llama_server_completions_answer_in_the_chat_shape() {
+        // llama.cpp's llama-server answers /v1/completions with `logprobs.content`, ids and texts.
+        let body: Value = serde_json::from_str(
+            r#"{"choices":[{"text":"No","index":0,"logprobs":{"content":[{"id":1770,"token":"No",
+            "bytes":[78,111],"logprob":-0.4,"top_logprobs":[{"id":1770,"token":"No","bytes":[78,111],
+            "logprob":-0.4},{"id":6186,"token":"Yes","bytes":[89,101,115],"logprob":-1.2}]}]},
+            "finish_reason":"length"}]}"#,
+        )
+        .unwrap();
+        let piece = parse_piece(&body, Route::Completions).unwrap();
+        assert_eq!(piece.tokens.len(), 1);
+        let step = token_step(piece.tokens[0].clone(), "No".into(), 2, true);
+        assert_eq!(step.token_id, Some(1770));
+        assert_eq!(step.top_token_ids, vec![1770, 6186]);
+        assert_eq!(step.top_tokens, vec!["No", "Yes"]);
     }
 
     #[test]
