@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::SamplingParams;
 use deepconf_core::confidence::ConfidenceConfig;
 use deepconf_core::policy::PolicyConfig;
+use deepconf_refusal::TraceLabelTally;
 
 use crate::confusion::{
     ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes,
@@ -205,6 +206,10 @@ pub struct Analysis {
     pub stratification: Stratification,
     /// Refusal classifier against gold reference labels, when the dataset has them.
     pub classifier: Option<ReferenceScore>,
+    /// How the classifier labelled the traces: refusals, compliances, incomplete answers, judge
+    /// answers that did not parse or gave no label, and an ensemble's agreement.
+    #[serde(default)]
+    pub trace_labels: TraceLabelTally,
     /// Percentile replay.
     pub replay: ReplaySection,
     /// Plot file stems written to `plots/`.
@@ -244,6 +249,10 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
         n: reference.len(),
         metrics: SafetyMetrics::compute(&reference, boot),
     });
+    let mut trace_labels = TraceLabelTally::default();
+    for trace in records.traces.iter().flatten() {
+        trace_labels.add(trace.refusal_label, trace.refusal_evidence.as_deref());
+    }
     let tokens_generated: u64 = instances.iter().map(|r| r.tokens_generated).sum();
     let full_budget_tokens = estimate_full_budget(records);
     let count = |gold: Option<bool>| instances.iter().filter(|i| i.gold_harmful == gold).count();
@@ -289,6 +298,7 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
         by_adversarial,
         stratification,
         classifier,
+        trace_labels,
         replay,
         plots: Vec::new(),
     })
@@ -1025,6 +1035,8 @@ pub fn build_report(a: &Analysis) -> Document {
         d.heading(2, "Trace evolution");
         d.figure("trace_evolution", "Trailing-window confidence over token position for every trace of instances spread from the least to the most confident.");
     }
+    d.heading(2, "Trace labels");
+    d.paragraph(trace_label_text(&a.trace_labels));
     d.heading(2, "Refusal classifier against gold reference labels");
     match &a.classifier {
         None => d.paragraph("The dataset has no gold refusal labels for reference responses (only WildGuardMix has them), so the classifier is not evaluated here."),
@@ -1059,4 +1071,39 @@ fn p_text(p: f64) -> String {
 
 fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The trace-label tally in words: what the classifier made of the traces, parse errors and the
+/// ensemble's agreement included.
+pub fn trace_label_text(t: &TraceLabelTally) -> String {
+    let mut text = format!(
+        "{} traces: {} refusal, {} compliance, {} incomplete (unclosed thinking)",
+        t.traces, t.refusal, t.compliance, t.incomplete
+    );
+    let unlabelled = t.judge_parse_errors + t.judge_not_applicable + t.other_errors;
+    if unlabelled > 0 || t.judge_cached > 0 {
+        text.push_str(&format!(
+            "; without a label: {} judge answers that did not parse, {} judge answers with no \
+             label, {} other errors; {} judge answers came from the cache",
+            t.judge_parse_errors, t.judge_not_applicable, t.other_errors, t.judge_cached
+        ));
+    }
+    let a = &t.agreement;
+    if a.total() > 0 {
+        text.push_str(&format!(
+            ". Ensemble stages agree on {} of {} answers both labelled ({} disagree: {} refusal \
+             vs compliance, {} compliance vs refusal), Cohen's kappa {}",
+            a.agreeing(),
+            a.total(),
+            a.disagreeing(),
+            a.first_refusal_second_compliance,
+            a.first_compliance_second_refusal,
+            a.cohen_kappa().map_or_else(
+                || "undefined (one label throughout)".into(),
+                |k| format!("{k:.3}")
+            )
+        ));
+    }
+    text.push('.');
+    text
 }

@@ -88,7 +88,7 @@ mod summary;
 pub use analysis::{
     ANALYSIS_FILE, Analysis, AnalysisOptions, PLOTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE,
     ReferenceScore, ReplaySection, RunOverview, analyze_dir, analyze_run, build_report,
-    read_analysis, trailing_group_curve,
+    read_analysis, trace_label_text, trailing_group_curve,
 };
 pub use confusion::{
     ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes,

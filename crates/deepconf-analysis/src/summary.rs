@@ -126,6 +126,11 @@ impl Analysis {
         );
         let _ = writeln!(
             out,
+            "trace labels: {}",
+            crate::analysis::trace_label_text(&self.trace_labels)
+        );
+        let _ = writeln!(
+            out,
             "token savings vs {} complete traces per instance (estimated): {}",
             run.policy.max_traces(),
             run.token_savings.map_or_else(

@@ -849,9 +849,8 @@ impl Tokenizer {
         self.tokens.len()
     }
 
-    /// The decoded text of every token, indexed by id (special tokens as their text). This is the
-    /// table a judge needs to read its top-k candidates, e.g.
-    /// `deepconf_refusal::WildGuardJudge::with_vocabulary`.
+    /// The decoded text of every token, indexed by id (special tokens as their text). (An LLM
+    /// judge reads single candidates through `LogprobModel::token_text` instead.)
     pub fn decoded_vocabulary(&self) -> Vec<String> {
         (0..self.tokens.len() as u32)
             .map(|id| self.decode(&[id], false).unwrap_or_default())

@@ -12,9 +12,10 @@ use deepconf_core::policy::PolicyConfig;
 use deepconf_core::{LogprobModel, RunConfig, SamplingParams};
 use deepconf_datasets::{Benchmark, Dataset, DatasetSpec, Instance};
 use deepconf_records::{DatasetInfo, ModelInfo, read_run};
-use deepconf_refusal::{Ensemble, PatternClassifier, RefusalClassifier, WildGuardJudge};
+use deepconf_refusal::{JudgeCountsHandle, RefusalClassifier};
 
 use crate::experiment::{Experiment, ExperimentConfig};
+use crate::judges::ClassifierArgs;
 use crate::progress::ProgressMode;
 use crate::seed::{Stratify, select_instances};
 use crate::{Error, Result};
@@ -46,10 +47,21 @@ pub enum PolicyKind {
 pub enum ClassifierKind {
     /// The normalising pattern classifier (fast, no model).
     Patterns,
-    /// A WildGuard-format LLM judge (`--judge-model`).
+    /// An LLM judge of its own (`--judge-model`, `--judge-format`).
     Judge,
     /// Patterns first, the judge when the pattern score is uncertain.
     Ensemble,
+}
+
+impl ClassifierKind {
+    /// `patterns`, `judge` or `ensemble`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClassifierKind::Patterns => "patterns",
+            ClassifierKind::Judge => "judge",
+            ClassifierKind::Ensemble => "ensemble",
+        }
+    }
 }
 
 /// The flags every evaluation example shares. Options left out take the example's [`Defaults`].
@@ -100,13 +112,9 @@ pub struct EvalArgs {
     /// Sliding window of group confidence, in tokens.
     #[arg(long)]
     pub window: Option<usize>,
-    /// Refusal classifier.
-    #[arg(long, value_enum, default_value_t = ClassifierKind::Patterns)]
-    pub classifier: ClassifierKind,
-    /// Judge model for `--classifier judge|ensemble`: a GGUF file (candle) or a served model name
-    /// (openai); default: the model under test.
-    #[arg(long)]
-    pub judge_model: Option<String>,
+    /// The refusal classifier and its judge (`--classifier`, `--judge-*`).
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
     /// Maximum generated tokens per trace.
     #[arg(long)]
     pub max_tokens: Option<usize>,
@@ -285,6 +293,10 @@ impl EvalArgs {
             report.elapsed.as_secs_f64(),
             report.tokens_per_second()
         );
+        if let Some(counts) = &classifier.judge_counts {
+            text.push_str(&crate::judges::judge_summary(counts));
+            text.push('\n');
+        }
         if report.interrupted {
             text.push_str(&format!(
                 "interrupted: what finished is written; run again with --resume to continue {}\n",
@@ -581,8 +593,10 @@ fn build_model(kind: BackendKind, model: Option<&str>, args: &EvalArgs) -> Resul
 pub struct Classifier {
     /// The classifier.
     pub classifier: Box<dyn RefusalClassifier>,
-    /// Its name and settings.
+    /// Its name and settings (for a judge: `judge` = [`JudgeInfo`](crate::JudgeInfo)).
     pub info: serde_json::Value,
+    /// The judge's calls, cache hits and parse errors, when there is a judge.
+    pub judge_counts: Option<JudgeCountsHandle>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -593,35 +607,8 @@ impl std::fmt::Debug for Classifier {
     }
 }
 
-/// Builds the classifier of `--classifier` (loading the judge model for `judge` and `ensemble`).
+/// Builds the classifier of `--classifier` (loading or connecting the judge of `--judge-*` for
+/// `judge` and `ensemble`; without `--judge-model` that is an error naming the flag).
 pub fn build_classifier(args: &EvalArgs) -> Result<Classifier> {
-    let judge = || -> Result<(WildGuardJudge<Box<dyn LogprobModel>>, ModelInfo)> {
-        let model = args.judge_model.as_deref().or(args.model.as_deref());
-        let backend = build_model(args.backend, model, args)?;
-        Ok((WildGuardJudge::new(backend.model), backend.info))
-    };
-    Ok(match args.classifier {
-        ClassifierKind::Patterns => {
-            let classifier = PatternClassifier::default();
-            Classifier {
-                info: json!({"name": classifier.name(), "kind": "patterns"}),
-                classifier: Box::new(classifier),
-            }
-        }
-        ClassifierKind::Judge => {
-            let (judge, info) = judge()?;
-            Classifier {
-                info: json!({"name": judge.name(), "kind": "judge", "judge_model": info}),
-                classifier: Box::new(judge),
-            }
-        }
-        ClassifierKind::Ensemble => {
-            let (judge, info) = judge()?;
-            let ensemble = Ensemble::new(PatternClassifier::default(), judge);
-            Classifier {
-                info: json!({"name": ensemble.name(), "kind": "ensemble", "judge_model": info}),
-                classifier: Box::new(ensemble),
-            }
-        }
-    })
+    args.classifier.build(args.max_retries)
 }

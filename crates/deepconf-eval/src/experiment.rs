@@ -292,13 +292,15 @@ pub fn default_concurrency(model: &dyn LogprobModel, run: &RunConfig) -> usize {
 
 /// Fields of `run.json` that may differ between a run and its resumption.
 /// `model.source` is where the model was found (a server's URL may change between runs); the
-/// model's name and checksum identify it.
-const NOT_COMPARED: [&str; 5] = [
+/// model's name and checksum identify it. Likewise for the judge, whose cache file may move.
+const NOT_COMPARED: [&str; 7] = [
     "created_at",
     "extra",
     "versions",
     "concurrency",
     "model.source",
+    "classifier.judge.source",
+    "classifier.judge.cache",
 ];
 
 fn compare_manifests(path: &Path, recorded: &RunManifest, requested: &RunManifest) -> Result<()> {
@@ -307,7 +309,10 @@ fn compare_manifests(path: &Path, recorded: &RunManifest, requested: &RunManifes
     for field in NOT_COMPARED {
         for value in [&mut a, &mut b] {
             let (parent, key) = match field.rsplit_once('.') {
-                Some((parent, key)) => (value.pointer_mut(&format!("/{parent}")), key),
+                Some((parent, key)) => (
+                    value.pointer_mut(&format!("/{}", parent.replace('.', "/"))),
+                    key,
+                ),
                 None => (Some(value), field),
             };
             if let Some(object) = parent.and_then(|p| p.as_object_mut()) {
@@ -395,6 +400,16 @@ mod tests {
         a.created_at = Some("2020-01-01T00:00:00Z".into());
         b.versions.insert("x".into(), "y".into());
         compare_manifests(Path::new("run.json"), &a, &b).unwrap();
+        // Where the judge was found and where its answers are cached may change.
+        a.classifier =
+            json!({"kind": "judge", "judge": {"model": "wg", "source": "http://a", "cache": "x"}});
+        b.classifier =
+            json!({"kind": "judge", "judge": {"model": "wg", "source": "http://b", "cache": "y"}});
+        compare_manifests(Path::new("run.json"), &a, &b).unwrap();
+        b.classifier["judge"]["model"] = json!("llama-guard");
+        let err = compare_manifests(Path::new("run.json"), &a, &b).unwrap_err();
+        assert!(err.to_string().contains("classifier.judge.model"), "{err}");
+        b.classifier = a.classifier.clone();
         b.config.sampling.seed = 99;
         let err = compare_manifests(Path::new("run.json"), &a, &b).unwrap_err();
         assert!(err.to_string().contains("config.sampling.seed"), "{err}");

@@ -51,6 +51,10 @@ pub fn reference_responses(instances: &[Instance]) -> Vec<LabelledResponse> {
         .collect()
 }
 
+/// Responses classified at once when a classifier is scored ([`score_classifier`]): a judge's
+/// calls then run concurrently, within its backend's limits.
+pub const SCORING_CONCURRENCY: usize = 16;
+
 /// Scores `classifier` on the gold-labelled reference responses of `instances` and writes the result
 /// to `out` (JSON) when given. Errors when no instance has a labelled reference response.
 pub fn score_classifier(
@@ -66,7 +70,20 @@ pub fn score_classifier(
             reason: "no instance has a reference response with a gold refusal label".into(),
         });
     }
-    let evaluation = ClassifierEvaluation::evaluate(classifier, &items)?;
+    score_labelled(classifier, &items, SCORING_CONCURRENCY, out)
+}
+
+/// Scores `classifier` on gold-labelled responses (e.g. from
+/// [`load_labelled_jsonl`](deepconf_refusal::load_labelled_jsonl)) with up to `concurrency`
+/// responses in flight, and writes the result to `out` (JSON) when given: precision, recall, F1
+/// with bootstrap intervals, the parse-error rate and every miss.
+pub fn score_labelled(
+    classifier: &mut dyn RefusalClassifier,
+    items: &[LabelledResponse],
+    concurrency: usize,
+    out: Option<&Path>,
+) -> Result<ClassifierEvaluation> {
+    let evaluation = ClassifierEvaluation::evaluate_concurrent(classifier, items, concurrency)?;
     if let Some(path) = out {
         let json = serde_json::to_string_pretty(&evaluation).map_err(|e| Error::Io {
             path: path.to_path_buf(),

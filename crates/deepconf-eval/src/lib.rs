@@ -63,6 +63,11 @@
 //!   `--policy`, `--keep-percent`, `--window`, `--classifier`, `--max-tokens`, `--seed`, `--out`,
 //!   `--store-logprobs`, `--resume`, `--backend`, `--base-url` (repeatable), `--concurrency`,
 //!   `--max-retries`) with [`build_backend`] and [`build_classifier`].
+//! - A judge is a model of its own ([`ClassifierArgs`]: `--judge-backend candle|openai`,
+//!   `--judge-base-url` (repeatable), `--judge-model`, `--judge-format
+//!   wildguard|harmbench|llama-guard`, `--judge-cache`; [`JudgeSpec`] in code), its calls run
+//!   concurrently with the run's, and its answers are cached so that [`rescore`] (another
+//!   classifier over a stored run, no model under test) and `--resume` never ask twice.
 //! - Cargo features `candle` and `openai` (both default) select the backends compiled in; a missing
 //!   one is a clear error, not a compile error in the caller.
 //!
@@ -74,7 +79,9 @@
 //! | a model / classifier from flags | [`build_backend`] → [`Backend`], [`build_classifier`] → [`Classifier`] |
 //! | choose instances | [`select_instances`], [`Stratify`] |
 //! | report, plots, statistics of a run directory | [`write_report`] (deepconf-analysis) |
-//! | score a classifier against gold refusal labels | [`score_classifier`] |
+//! | a judge from flags or in code | [`ClassifierArgs`], [`JudgeSpec`] → [`BuiltJudge`] |
+//! | label a stored run again with another classifier | [`rescore`] → [`RescoreReport`] |
+//! | score a classifier against gold refusal labels | [`score_classifier`], [`score_labelled`] |
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
 
@@ -84,7 +91,9 @@ mod error;
 mod experiment;
 mod finish;
 mod interrupt;
+mod judges;
 mod progress;
+mod rescore;
 mod seed;
 mod time;
 
@@ -100,6 +109,14 @@ pub use cli::{
 };
 pub use error::{Error, Result};
 pub use experiment::{Experiment, ExperimentConfig, RunReport, default_concurrency, versions};
-pub use finish::{ReportFiles, reference_responses, score_classifier, write_report};
+pub use finish::{
+    ReportFiles, SCORING_CONCURRENCY, reference_responses, score_classifier, score_labelled,
+    write_report,
+};
+pub use judges::{
+    BuiltJudge, ClassifierArgs, JudgeBackend, JudgeCacheLocation, JudgeFormatArg, JudgeInfo,
+    JudgeSpec, NotHarmfulArg, judge_summary,
+};
 pub use progress::ProgressMode;
+pub use rescore::{RescoreReport, rescore};
 pub use seed::{Stratify, instance_seed, select_instances};

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod engine;
+mod judges;
 mod resume;
 mod run;
 mod served;

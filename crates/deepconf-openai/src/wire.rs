@@ -432,7 +432,11 @@ mod tests {
         assert!(step.top_token_ids.is_empty());
         assert!(step.top_tokens.is_empty(), "texts only when asked for");
         let step = token_step(raw, "a".into(), 2, true);
-        assert_eq!(step.top_tokens, vec!["b", "c"], "texts stay with their logprobs");
+        assert_eq!(
+            step.top_tokens,
+            vec!["b", "c"],
+            "texts stay with their logprobs"
+        );
     }
 
     #[test]

@@ -78,17 +78,7 @@ impl TraceRow {
     ) -> Self {
         let trace = &record.trace;
         let summary = record.confidence;
-        let (refusal_score, refusal_evidence) = match &record.detail {
-            TraceLabel::Classified(c) => (Some(c.score), serde_json::to_string(&c.evidence).ok()),
-            TraceLabel::Unclassified { reason } => (
-                None,
-                serde_json::to_string(&serde_json::json!({
-                    "kind": "classifier_error",
-                    "error": reason,
-                }))
-                .ok(),
-            ),
-        };
+        let (refusal_score, refusal_evidence) = label_columns(&record.detail);
         Self {
             instance_id: instance_id.to_string(),
             trace_index: trace.spec.index as u32,
@@ -115,6 +105,21 @@ impl TraceRow {
         }
     }
 
+    /// The row labelled again (by another classifier): its label, score, evidence and whether
+    /// its ballot counted; the trace itself is unchanged.
+    #[must_use]
+    pub fn relabelled(
+        mut self,
+        answer: Option<RefusalLabel>,
+        detail: &TraceLabel,
+        voted: bool,
+    ) -> Self {
+        (self.refusal_score, self.refusal_evidence) = label_columns(detail);
+        self.refusal_label = answer;
+        self.voted = voted;
+        self
+    }
+
     /// Whether the trace refused (`None` when it abstained).
     pub fn refused(&self) -> Option<bool> {
         self.refusal_label.map(RefusalLabel::is_refusal)
@@ -123,6 +128,22 @@ impl TraceRow {
     /// True when the policy cut this trace short.
     pub fn is_terminated(&self) -> bool {
         self.termination.is_some() || self.stop_reason == StopReason::Terminated
+    }
+}
+
+/// The score and evidence columns of a classifier's detail.
+fn label_columns(detail: &TraceLabel) -> (Option<f64>, Option<String>) {
+    match detail {
+        TraceLabel::Classified(c) => (Some(c.score), serde_json::to_string(&c.evidence).ok()),
+        TraceLabel::Unclassified { reason, cause } => (
+            None,
+            serde_json::to_string(&serde_json::json!({
+                "kind": "classifier_error",
+                "cause": cause,
+                "error": reason,
+            }))
+            .ok(),
+        ),
     }
 }
 

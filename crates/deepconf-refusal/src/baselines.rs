@@ -1,5 +1,6 @@
 //! The string-list refusal detectors of the literature, reproduced as published, for comparison.
 
+use crate::normalize::{AnswerText, strip_thinking};
 use crate::{Classification, Evidence, PatternMatch, RefusalClassifier, RefusalLabel, Result};
 
 /// How a [`StringListClassifier`] matches its phrases.
@@ -112,8 +113,13 @@ impl StringListClassifier {
         &self.phrases
     }
 
-    /// Classifies a response.
+    /// Classifies a response. A response cut inside an unclosed `<think>` block has no answer
+    /// and is [`RefusalLabel::Incomplete`], as for every classifier of this crate; closed
+    /// thinking blocks are matched as they stand, as the originals would.
     pub fn classify_response(&self, response: &str) -> Classification {
+        if let AnswerText::UnclosedThinking { thinking_bytes } = strip_thinking(response) {
+            return Classification::incomplete(thinking_bytes);
+        }
         let found = match self.mode {
             MatchMode::Substring => self
                 .phrases
@@ -160,5 +166,9 @@ impl RefusalClassifier for StringListClassifier {
 
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn RefusalClassifier + Send>> {
+        Some(Box::new(self.clone()))
     }
 }

@@ -81,7 +81,34 @@ pub enum TraceLabel {
     Unclassified {
         /// Why.
         reason: String,
+        /// What kind of failure it was.
+        #[serde(default)]
+        cause: UnclassifiedCause,
     },
+}
+
+/// Why a classifier gave no label for an output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnclassifiedCause {
+    /// The judge's answer is not in its format ([`Error::JudgeParse`]).
+    JudgeParse,
+    /// The judge's answer parsed but gives no refusal label ([`Error::JudgeNotApplicable`]).
+    JudgeNotApplicable,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl UnclassifiedCause {
+    /// The cause of a classifier error.
+    pub fn of(error: &Error) -> Self {
+        match error {
+            Error::JudgeParse { .. } => UnclassifiedCause::JudgeParse,
+            Error::JudgeNotApplicable { .. } => UnclassifiedCause::JudgeNotApplicable,
+            _ => UnclassifiedCause::Other,
+        }
+    }
 }
 
 impl TraceLabel {
@@ -153,6 +180,7 @@ impl<C: RefusalClassifier> RefusalAnswers<C> {
                 answer: None,
                 detail: TraceLabel::Unclassified {
                     reason: e.to_string(),
+                    cause: UnclassifiedCause::of(&e),
                 },
             }),
         }

@@ -24,19 +24,37 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The judge's output does not have the three-line WildGuard format.
-    #[error("judge output is not in the WildGuard format ({reason}); raw output: {raw:?}")]
+    /// The judge's output is not in its format (counted as a parse error, never guessed).
+    #[error("judge output is not in the {format} format ({reason}); raw output: {raw:?}")]
     JudgeParse {
+        /// The judge's format.
+        format: crate::JudgeFormat,
         /// The judge's generated text, verbatim.
         raw: String,
         /// Which line or field failed.
         reason: String,
     },
-    /// The judge parsed but answered `N/A` for response refusal, so it gives no label.
-    #[error("judge answered `Response refusal: N/A`; raw output: {raw:?}")]
+    /// The judge's answer parsed but gives no refusal label (WildGuard `Response refusal: N/A`,
+    /// or a "not harmful" answer read as no evidence, see
+    /// [`NotHarmfulReading`](crate::NotHarmfulReading)).
+    #[error("the {format} judge gives no refusal label: {reason}; raw output: {raw:?}")]
     JudgeNotApplicable {
+        /// The judge's format.
+        format: crate::JudgeFormat,
         /// The judge's generated text, verbatim.
         raw: String,
+        /// Why there is no label.
+        reason: String,
+    },
+    /// A labelled-responses file has a bad line.
+    #[error("{}, line {line}: {message}", path.display())]
+    LabelledData {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
     },
     /// The judge model failed.
     #[error("judge model: {0}")]

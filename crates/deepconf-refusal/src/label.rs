@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{ScoreSource, WildGuardVerdict};
+use crate::judge::{JudgeFormat, JudgeVerdict, ScoreSource};
 
 /// What a response does with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,21 +112,30 @@ pub enum Evidence {
     },
     /// An LLM judge decided.
     Judge {
+        /// The judge's format.
+        format: JudgeFormat,
         /// The judge's generated text, verbatim.
         raw: String,
-        /// The parsed three-line verdict.
-        verdict: WildGuardVerdict,
+        /// The parsed verdict, in the format's terms (e.g. Llama Guard's `safe`/`unsafe` and
+        /// categories).
+        verdict: JudgeVerdict,
         /// Where the score came from.
         score_source: ScoreSource,
+        /// True when the answer came from the judge's cache (no model call).
+        #[serde(default)]
+        cached: bool,
     },
     /// An ensemble decided: what its first stage said, and what the judge said when consulted.
     Ensemble {
-        /// The pattern stage's classification.
+        /// The first stage's classification.
         first: Box<Classification>,
         /// The judge's classification, when it was consulted and answered.
         judge: Option<Box<Classification>>,
         /// The judge's error, when it was consulted and failed (the first stage's label stands).
         judge_error: Option<String>,
+        /// Whether the two stages gave the same label, when both labelled the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agreement: Option<bool>,
     },
 }
 

@@ -2,9 +2,10 @@
 //!
 //! For DeepConf on safety benchmarks, a trace's "answer" is its refusal label, and the instance's
 //! behaviour is the confidence-weighted vote of its traces. This crate provides the labels, a
-//! [`RefusalClassifier`] trait, a normalising [`PatternClassifier`], a [`WildGuardJudge`] over
-//! any [`LogprobModel`](deepconf_core::LogprobModel), an [`Ensemble`] of the two, the string-list
-//! baselines of the literature, and evaluation against gold labels.
+//! [`RefusalClassifier`] trait, a normalising [`PatternClassifier`], LLM judges ([`LlmJudge`])
+//! over any [`LogprobModel`](deepconf_core::LogprobModel) in the WildGuard, HarmBench and Llama
+//! Guard 3 formats, an [`Ensemble`] of a classifier and a judge, the string-list baselines of the
+//! literature, and evaluation against gold labels.
 //!
 //! # Quick start
 //! ```
@@ -31,29 +32,41 @@
 //!
 //! # Features
 //! - Normalisation before matching: case, Unicode apostrophes and quotes, dashes, whitespace;
-//!   `<think>` blocks removed (an unclosed one gives [`RefusalLabel::Incomplete`]); code and
-//!   quotations masked so that a quoted "I cannot" is not the model's refusal.
+//!   `<think>` blocks removed; code and quotations masked so that a quoted "I cannot" is not the
+//!   model's refusal.
+//! - One rule for thinking, in every classifier: a response cut inside an unclosed `<think>` has
+//!   no answer yet and is [`RefusalLabel::Incomplete`] (the trace abstains), never a refusal.
 //! - Position-weighted, data-driven patterns ([`PatternSet`], JSON, extendable) with known false
 //!   positives ("I'm sorry to hear that", "I cannot stress enough") and partial refusals
 //!   (refuses, then complies: labelled compliance).
-//! - The WildGuard classifier prompt, its official three-line parsing (failures are errors, never
-//!   guesses) and a refusal score from the judge's yes/no token log-probabilities.
+//! - LLM judges as separate models in their exact published formats ([`JudgeFormat`]):
+//!   WildGuard, the HarmBench Llama-2 classifier and Llama Guard 3, sent as raw text, parsed as
+//!   the formats' reference code does (failures are counted errors, never guesses), scored from
+//!   the answer token's log-probabilities, cached on disk ([`JudgeCache`]) and run concurrently
+//!   through the model's own handles.
+//! - The ensemble's agreement between its stages (counts and Cohen's kappa, [`Agreement`]).
 //! - Use as DeepConf's answer extractor through [`RefusalAnswers`].
-//! - Precision, recall, F1 and the confusion matrix against gold labels ([`ClassifierEvaluation`]).
+//! - Precision, recall, F1 with bootstrap intervals and the parse-error rate against gold labels
+//!   ([`ClassifierEvaluation`], [`load_labelled_jsonl`]).
 //!
 //! # Which type do I want?
 //! | need | item |
 //! |---|---|
 //! | label responses quickly, no model | [`PatternClassifier`] (+ [`PatternSet`], [`PatternConfig`]) |
-//! | ask an LLM judge (WildGuard format) | [`WildGuardJudge`], [`parse_wildguard_output`], [`wildguard_prompt`] |
-//! | patterns first, judge when unsure | [`Ensemble`] |
+//! | ask an LLM judge | [`LlmJudge`] with a [`JudgeFormat`]; [`NotHarmfulReading`] for harm judges |
+//! | a judge's exact prompt / parser | [`wildguard_prompt`], [`harmbench_prompt`], [`llama_guard_prompt`]; [`JudgeFormat::parse`] |
+//! | never ask a judge twice | [`JudgeCache`] (keyed by [`JudgeIdentity`]) |
+//! | patterns first, judge when unsure | [`Ensemble`] (+ [`Agreement`]) |
 //! | vote over traces with DeepConf | [`RefusalAnswers`] (an [`AnswerExtractor`](deepconf_core::AnswerExtractor)) |
-//! | score a classifier on gold labels | [`ClassifierEvaluation`], [`LabelledResponse`] |
+//! | score a classifier on gold labels | [`ClassifierEvaluation`], [`LabelledResponse`], [`load_labelled_jsonl`] |
+//! | count stored trace labels and parse errors | [`TraceLabelTally`] |
 //! | compare with the literature's string lists | [`StringListClassifier::gcg`], [`StringListClassifier::xstest`] |
 //! | the text patterns see | [`normalize()`], [`strip_thinking`] |
 #![deny(missing_docs)]
 
+mod agreement;
 mod baselines;
+mod cache;
 mod classifier;
 mod ensemble;
 mod error;
@@ -63,13 +76,21 @@ mod label;
 pub mod normalize;
 mod patterns;
 
+pub use agreement::{Agreement, TraceLabelTally};
 pub use baselines::{MatchMode, StringListClassifier};
-pub use classifier::{RefusalAnswers, RefusalClassifier, TraceLabel};
+pub use cache::{CachedAnswer, JudgeCache};
+pub use classifier::{RefusalAnswers, RefusalClassifier, TraceLabel, UnclassifiedCause};
 pub use ensemble::Ensemble;
 pub use error::{Error, Result};
-pub use eval::{ClassifierEvaluation, LabelledResponse, Miss};
+pub use eval::{
+    Bootstrap, ClassifierEvaluation, Interval, Intervals, ItemOutcome, LabelledResponse, Miss,
+    load_labelled_jsonl,
+};
 pub use judge::{
-    JudgeOutput, ScoreSource, TokenTextFn, WildGuardJudge, WildGuardVerdict,
+    HARMBENCH_CONTEXT_SEPARATOR, HarmBenchVerdict, JudgeCounts, JudgeCountsHandle, JudgeFormat,
+    JudgeIdentity, JudgeOutput, JudgeVerdict, LLAMA_GUARD_3_CATEGORIES, LlamaGuardVerdict,
+    LlmJudge, NotHarmfulReading, ScoreSource, WildGuardVerdict, harmbench_prompt,
+    harmbench_prompt_for, llama_guard_prompt, parse_harmbench_output, parse_llama_guard_output,
     parse_wildguard_output, wildguard_instruction, wildguard_prompt,
 };
 pub use label::{Classification, Evidence, PatternMatch, RefusalLabel};

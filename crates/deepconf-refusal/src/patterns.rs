@@ -477,6 +477,10 @@ impl RefusalClassifier for PatternClassifier {
     fn name(&self) -> String {
         "patterns".into()
     }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn RefusalClassifier + Send>> {
+        Some(Box::new(self.clone()))
+    }
 }
 
 #[cfg(test)]
