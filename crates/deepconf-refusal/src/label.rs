@@ -144,8 +144,9 @@ pub enum Evidence {
 pub struct Classification {
     /// The label.
     pub label: RefusalLabel,
-    /// Probability-like score that the response is a refusal; `0.5` (no information) for
-    /// [`RefusalLabel::Incomplete`].
+    /// Probability-like score that the response is a refusal (for a harm judge, HarmBench or
+    /// Llama Guard: of its "not harmful" answer, see [`ScoreSource`]); `0.5` (no information)
+    /// for [`RefusalLabel::Incomplete`].
     pub score: f64,
     /// Why.
     pub evidence: Evidence,
