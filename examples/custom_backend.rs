@@ -49,7 +49,7 @@ fn toy_answer(spec: TraceSpec) -> (&'static str, usize) {
 /// `-(j * spread) - jitter - 0.05`. Every trace is confident for 8 tokens; ramblers then flatten
 /// out (spread 0.3), the others stay peaked (spread 6).
 fn toy_logprobs(spec: TraceSpec, i: usize, k: usize) -> Vec<f32> {
-    let spread = if i < 8 || spec.seed % 4 != 0 {
+    let spread = if i < 8 || !spec.seed.is_multiple_of(4) {
         6.0
     } else {
         0.3
