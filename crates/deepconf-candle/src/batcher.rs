@@ -44,6 +44,45 @@ struct Job {
     controls: Receiver<Vec<TokenControl>>,
 }
 
+/// A prompt's KV cache and the logits after its last token.
+type Prefill = Arc<(KvCache, Vec<f32>)>;
+
+/// Prefills of recent prompts, newest last, within a byte budget: the online policy sends a
+/// prompt's later batches soon after its warmup, and a prompt is then prefilled only once.
+/// Reusing a prefill gives the same numbers as computing it again.
+#[derive(Default)]
+struct PrefillCache {
+    entries: VecDeque<(Vec<u32>, Prefill, usize)>,
+    bytes: usize,
+}
+
+/// Most bytes of KV cache kept for reuse.
+const PREFILL_CACHE_BYTES: usize = 256 << 20;
+
+impl PrefillCache {
+    fn get(&mut self, prompt: &[u32]) -> Option<Prefill> {
+        let at = self.entries.iter().position(|(p, ..)| p == prompt)?;
+        let entry = self.entries.remove(at)?;
+        let prefill = Arc::clone(&entry.1);
+        self.entries.push_back(entry);
+        Some(prefill)
+    }
+
+    fn insert(&mut self, prompt: Vec<u32>, prefill: Prefill, bytes: usize) {
+        if bytes > PREFILL_CACHE_BYTES {
+            return;
+        }
+        self.bytes += bytes;
+        self.entries.push_back((prompt, prefill, bytes));
+        while self.bytes > PREFILL_CACHE_BYTES {
+            let Some((_, _, freed)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= freed;
+        }
+    }
+}
+
 /// Scheduling state shared by the callers and the decoder thread.
 struct Queue {
     waiting: VecDeque<Job>,
@@ -51,6 +90,8 @@ struct Queue {
     running: bool,
     /// Buffers kept between decoder threads.
     workspace: Option<Workspace>,
+    /// Prefills kept between decoder threads.
+    prefills: Option<PrefillCache>,
 }
 
 /// The model and the queue behind every handle of one loaded model.
@@ -87,6 +128,7 @@ impl Batcher {
                 waiting: VecDeque::new(),
                 running: false,
                 workspace: None,
+                prefills: None,
             }),
         }
     }
@@ -121,45 +163,70 @@ impl Batcher {
         if !queue.running {
             queue.running = true;
             let workspace = queue.workspace.take().unwrap_or_default();
+            let prefills = queue.prefills.take().unwrap_or_default();
             let batcher = Arc::clone(self);
             std::thread::Builder::new()
                 .name("deepconf-decoder".into())
-                .spawn(move || batcher.decode_loop(workspace))
+                .spawn(move || batcher.decode_loop(workspace, prefills))
                 .expect("spawn the decoder thread");
         }
     }
 
     /// Takes the jobs that arrived since the last step; when there is no work at all, marks the
     /// thread stopped (under the lock, so a concurrent submit starts a new one) and returns `None`.
-    fn take_arrivals(&self, idle: bool, workspace: &mut Option<Workspace>) -> Option<Vec<Job>> {
+    fn take_arrivals(
+        &self,
+        idle: bool,
+        workspace: &mut Option<Workspace>,
+        prefills: &mut Option<PrefillCache>,
+    ) -> Option<Vec<Job>> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if idle && queue.waiting.is_empty() {
             queue.running = false;
             queue.workspace = workspace.take();
+            queue.prefills = prefills.take();
             return None;
         }
         Some(queue.waiting.drain(..).collect())
     }
 
-    fn decode_loop(self: Arc<Self>, workspace: Workspace) {
-        let mut workspace = Some(workspace);
+    fn decode_loop(self: Arc<Self>, workspace: Workspace, prefills: PrefillCache) {
+        let (mut workspace, mut prefills) = (Some(workspace), Some(prefills));
         let mut jobs: Vec<ActiveJob> = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
         loop {
             let idle = jobs.is_empty() && rows.is_empty();
-            let Some(arrivals) = self.take_arrivals(idle, &mut workspace) else {
+            let Some(arrivals) = self.take_arrivals(idle, &mut workspace, &mut prefills) else {
                 return;
             };
             jobs.extend(arrivals.into_iter().map(ActiveJob::new));
             let ws = workspace.as_mut().expect("held while running");
-            self.step(&mut jobs, &mut rows, ws);
+            let cache = prefills.as_mut().expect("held while running");
+            self.step(&mut jobs, &mut rows, ws, cache);
         }
+    }
+
+    /// Bytes of a KV cache of `positions` positions.
+    fn kv_bytes(&self, positions: usize) -> usize {
+        let c = &self.decoder.config;
+        positions * c.layers * c.kv_heads * c.head_dim * 2 * std::mem::size_of::<f32>()
     }
 
     /// One scheduling step: admit traces, sample every row that has fresh logits, let the callers'
     /// observers see the tokens, retire finished traces, then one forward pass for the prompts to
     /// prefill and the rows still running.
-    fn step(&self, jobs: &mut Vec<ActiveJob>, rows: &mut Vec<Row>, ws: &mut Workspace) {
+    fn step(
+        &self,
+        jobs: &mut Vec<ActiveJob>,
+        rows: &mut Vec<Row>,
+        ws: &mut Workspace,
+        prefills: &mut PrefillCache,
+    ) {
+        for job in jobs.iter_mut() {
+            if job.prefilled.is_none() && job.next_spec == 0 && !job.failed {
+                job.prefilled = prefills.get(&job.job.prompt);
+            }
+        }
         // Admit waiting traces of prefilled prompts, oldest job first.
         for (key, job) in jobs.iter_mut().enumerate() {
             let Some(prefilled) = job.prefilled.clone().filter(|_| !job.failed) else {
@@ -234,7 +301,10 @@ impl Batcher {
         let mut chunks = logits.chunks_exact(vocab);
         for (&key, cache) in prefill.iter().zip(prompt_caches) {
             let first = chunks.next().expect("one logit row per sequence").to_vec();
-            jobs[key].prefilled = Some(Arc::new((cache, first)));
+            let bytes = self.kv_bytes(cache.len());
+            let prefilled = Arc::new((cache, first));
+            prefills.insert(jobs[key].job.prompt.clone(), Arc::clone(&prefilled), bytes);
+            jobs[key].prefilled = Some(prefilled);
         }
         for (&i, l) in running.iter().zip(chunks) {
             rows[i].logits.clear();
@@ -413,7 +483,7 @@ fn serve(
 struct ActiveJob {
     job: Job,
     /// The prompt's KV cache and the logits after its last token, while traces wait to start.
-    prefilled: Option<Arc<(KvCache, Vec<f32>)>>,
+    prefilled: Option<Prefill>,
     /// Specs admitted so far (in order).
     next_spec: usize,
     /// Admitted rows not yet retired.

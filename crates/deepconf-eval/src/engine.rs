@@ -108,6 +108,11 @@ pub(crate) fn run(
     };
     collector.progress.finish();
     let stop = stopped?;
+    if stop == Stop::Interrupted {
+        // Instances that finished after one still in flight are written too: a resumed run
+        // skips them by id, whatever the order in the file.
+        collector.write_out_of_order()?;
+    }
     let tokens_generated = tokens.load(Ordering::Relaxed);
     let completed = matches!(stop, Stop::Finished);
     // A simulated kill leaves the buffer unwritten; every other stop writes what is finished.
@@ -584,6 +589,11 @@ impl Collector {
 
     fn accept(&mut self, position: usize, outcome: Outcome) -> Result<()> {
         self.buffered.insert(position, outcome);
+        self.accept_ready()
+    }
+
+    /// Writes the outcomes from the front on, as far as they are contiguous.
+    fn accept_ready(&mut self) -> Result<()> {
         while let Some(outcome) = self.buffered.remove(&self.front) {
             self.front += 1;
             match outcome {
@@ -611,6 +621,15 @@ impl Collector {
                 .on_instance(self.newly_run + self.failed.len(), self.resumed);
         }
         self.progress.tick(self.tokens.load(Ordering::Relaxed));
+        Ok(())
+    }
+
+    /// Writes every finished outcome still waiting for an earlier instance, in position order.
+    fn write_out_of_order(&mut self) -> Result<()> {
+        while let Some((&position, _)) = self.buffered.iter().next() {
+            self.front = position;
+            self.accept_ready()?;
+        }
         Ok(())
     }
 

@@ -28,7 +28,8 @@ fn candle_records_are_identical_at_concurrency_1_and_8() {
         batch_size: 2,
         voting: Default::default(),
     };
-    let run = common::run_config(policy, 17);
+    let mut run = common::run_config(policy, 17);
+    run.confidence.window = 8;
     let experiment = common::experiment("concurrency", run, instances, &backend, &classifier);
     let (one, eight) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let sequential = experiment
@@ -180,4 +181,77 @@ fn a_backend_that_fails_everything_stops_the_run_with_its_error() {
     );
     // It stopped early instead of trying all 20.
     assert!(model.failures.load(Ordering::Relaxed) < 20);
+}
+
+/// The seeded model, taking a while per trace.
+#[derive(Clone, Copy)]
+struct Slow;
+
+impl LogprobModel for Slow {
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        spec: TraceSpec,
+        observer: &mut dyn TokenObserver,
+    ) -> deepconf_core::Result<Trace> {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        SeededModel.generate(request, spec, observer)
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        Some(Box::new(*self))
+    }
+}
+
+#[test]
+fn an_interrupt_writes_what_finished_and_resume_completes_the_rest() {
+    let instances = common::synthetic(60);
+    let run = deepconf_testkit::config(PolicyConfig::fixed(2));
+    let flag = Arc::new(AtomicBool::new(false));
+    let experiment = Experiment::new(ExperimentConfig::new("interrupt", run), instances)
+        .progress(ProgressMode::Silent)
+        .concurrency(4);
+    let dir = tempfile::tempdir().unwrap();
+    let raiser = {
+        let flag = Arc::clone(&flag);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            flag.store(true, Ordering::SeqCst);
+        })
+    };
+    let first = experiment
+        .clone()
+        .interrupt_flag(Arc::clone(&flag))
+        .run(&mut Slow, &mut FirstWord, dir.path())
+        .unwrap();
+    raiser.join().unwrap();
+    assert!(first.interrupted && !first.completed, "{first:?}");
+    assert!(first.newly_run > 0 && first.newly_run < 60, "{first:?}");
+    // Everything reported as run is on disk, whole; no temporary file is left.
+    let records = read_run(dir.path()).unwrap();
+    assert_eq!(records.instances.len(), first.newly_run);
+    assert!(records.traces.iter().all(|t| t.len() == 2));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("traces"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let second = experiment
+        .resume(true)
+        .run(&mut Slow, &mut FirstWord, dir.path())
+        .unwrap();
+    assert!(second.completed);
+    assert_eq!(second.resumed + second.newly_run, 60);
+    let records = read_run(dir.path()).unwrap();
+    assert_eq!(records.instances.len(), 60);
+    let mut ids: Vec<&str> = records
+        .instances
+        .iter()
+        .map(|r| r.instance_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "no instance twice");
 }

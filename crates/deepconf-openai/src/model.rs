@@ -347,13 +347,19 @@ impl OpenAiModel {
                     if payload.trim() == "[DONE]" {
                         return Ok(());
                     }
-                    let value: Value = serde_json::from_str(&payload).map_err(|e| {
-                        OpenAiError::MalformedEvent {
-                            url: url.to_string(),
-                            line: excerpt(&payload, MAX_QUOTED),
-                            reason: format!("not JSON: {e}"),
+                    let value: Value = match serde_json::from_str(&payload) {
+                        Ok(value) => value,
+                        // The body ended inside an event: the connection was cut mid-stream.
+                        // The trace then lacks its finish reason, which is retried.
+                        Err(e) if read == 0 && e.is_eof() => return Ok(()),
+                        Err(e) => {
+                            return Err(OpenAiError::MalformedEvent {
+                                url: url.to_string(),
+                                line: excerpt(&payload, MAX_QUOTED),
+                                reason: format!("not JSON: {e}"),
+                            });
                         }
-                    })?;
+                    };
                     if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
                         return Err(OpenAiError::StreamError {
                             url: url.to_string(),

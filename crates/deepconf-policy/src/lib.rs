@@ -40,6 +40,10 @@
 //! percentile of the warmup lowest-group confidences), DeepConf-high keeps 90% (10th percentile).
 #![deny(missing_docs)]
 
+mod compat;
+mod fixed;
+mod offline;
+mod online;
 mod vote;
 
 use serde::{Deserialize, Serialize};
@@ -464,158 +468,100 @@ impl PolicyState {
 
     /// The next step given every trace of this prompt so far (in index order).
     pub fn next_step<A: Ord + Clone>(&mut self, history: &[TraceOutcome<A>]) -> Step {
-        let generated = history.len();
         match self.config {
             PolicyConfig::Fixed { traces, .. } | PolicyConfig::Offline { traces, .. } => {
-                if generated < traces {
-                    Step::Generate {
-                        count: traces - generated,
-                        phase: Phase::Full,
-                        stop_below: None,
-                    }
-                } else {
-                    Step::Finish(FinishReason::AllGenerated { traces: generated })
-                }
+                fixed::next_step(traces, history.len())
             }
             PolicyConfig::Online {
                 warmup_traces,
                 max_traces,
                 keep_percent,
-                consensus: tau,
+                consensus,
                 batch_size,
-                ..
-            } => {
-                if generated < warmup_traces {
-                    return Step::Generate {
-                        count: warmup_traces - generated,
-                        phase: Phase::Warmup,
-                        stop_below: None,
-                    };
-                }
-                if self.threshold.is_none() {
-                    let lowest: Vec<f64> = history[..warmup_traces]
-                        .iter()
-                        .map(|t| t.lowest_group)
-                        .collect();
-                    self.threshold = threshold_from_warmup(&lowest, keep_percent);
-                }
-                let consensus = self.decide(history).vote.map(|v| v.consensus());
-                if let Some(c) = consensus.filter(|&c| c >= tau) {
-                    return Step::Finish(FinishReason::Consensus {
-                        consensus: c,
-                        tau,
-                        traces: generated,
-                    });
-                }
-                if generated >= max_traces {
-                    return Step::Finish(FinishReason::Budget {
-                        traces: generated,
-                        consensus,
-                    });
-                }
-                Step::Generate {
-                    count: batch_size.min(max_traces - generated),
-                    phase: Phase::Adaptive,
-                    stop_below: self.threshold,
-                }
-            }
+                voting,
+            } => online::next_step(
+                &online::Schedule {
+                    warmup_traces,
+                    max_traces,
+                    keep_percent,
+                    consensus,
+                    batch_size,
+                    voting,
+                },
+                &mut self.threshold,
+                history,
+            ),
             PolicyConfig::Compat {
                 warmup_traces,
                 batch_size,
                 max_traces,
-                percentile: q,
-            } => {
-                if generated < warmup_traces {
-                    return Step::Generate {
-                        count: warmup_traces - generated,
-                        phase: Phase::Warmup,
-                        stop_below: None,
-                    };
-                }
-                if self.threshold.is_none() {
-                    let means: Vec<f64> = history[..warmup_traces].iter().map(|t| t.mean).collect();
-                    self.threshold = percentile(&means, q);
-                }
-                if generated > warmup_traces {
-                    // The newest batch is whatever came after the last full batch boundary.
-                    let after_warmup = generated - warmup_traces;
-                    let newest = match after_warmup % batch_size {
-                        0 => batch_size,
-                        partial => partial,
-                    };
-                    let batch = &history[generated - newest..];
-                    let batch_mean = batch.iter().map(|t| t.mean).sum::<f64>() / batch.len() as f64;
-                    if let Some(target) = self.threshold.filter(|&t| batch_mean >= t) {
-                        return Step::Finish(FinishReason::ConfidenceReached {
-                            batch_mean,
-                            target,
-                            traces: generated,
-                        });
-                    }
-                }
-                if generated >= max_traces {
-                    return Step::Finish(FinishReason::Budget {
-                        traces: generated,
-                        consensus: self.decide(history).vote.map(|v| v.consensus()),
-                    });
-                }
-                Step::Generate {
-                    count: batch_size.min(max_traces - generated),
-                    phase: Phase::Adaptive,
-                    stop_below: None,
-                }
-            }
+                percentile,
+            } => compat::next_step(
+                &compat::Schedule {
+                    warmup_traces,
+                    batch_size,
+                    max_traces,
+                    percentile,
+                },
+                &mut self.threshold,
+                history,
+            ),
         }
     }
 
     /// Which traces vote and how the vote comes out, given every trace of the prompt.
     ///
     /// Terminated traces and traces without an answer never vote. Online: every completed trace
-    /// votes, warmup traces included, weighted by lowest-group confidence. Offline: the top `keep_percent`% by the metric vote.
+    /// votes, warmup traces included, weighted by lowest-group confidence. Offline: the top
+    /// `keep_percent`% by the metric vote.
     pub fn decide<A: Ord + Clone>(&self, history: &[TraceOutcome<A>]) -> Decision<A> {
-        let (eligible, threshold, voting, metric): (Vec<bool>, Option<f64>, Voting, TraceMetric) =
-            match self.config {
-                PolicyConfig::Fixed { voting, .. } => (
-                    vec![true; history.len()],
-                    None,
-                    voting,
-                    TraceMetric::LowestGroup,
-                ),
-                PolicyConfig::Compat { .. } => (
-                    vec![true; history.len()],
-                    self.threshold,
-                    Voting::Majority,
-                    TraceMetric::Mean,
-                ),
-                PolicyConfig::Offline {
-                    keep_percent,
-                    metric,
-                    voting,
-                    ..
-                } => {
-                    let scores: Vec<f64> = history.iter().map(|t| t.metric(metric)).collect();
-                    let threshold = percentile(&scores, 100.0 - keep_percent);
-                    (
-                        filter_top_percent(&scores, keep_percent),
-                        threshold,
-                        voting,
-                        metric,
-                    )
-                }
-                // Every completed trace votes, warmup included (the paper's Algorithm 2). The
-                // official script instead drops warmup traces below `s` from its final vote; with a
-                // small warmup and keep 10% that leaves one warmup voter, a trivial consensus of 1.0,
-                // and adaptive sampling that never runs.
-                PolicyConfig::Online { voting, .. } => (
-                    vec![true; history.len()],
-                    self.threshold,
-                    voting,
-                    TraceMetric::LowestGroup,
-                ),
-            };
+        let ballot_box = match self.config {
+            PolicyConfig::Fixed { voting, .. } => fixed::ballot_box(history.len(), voting),
+            PolicyConfig::Offline {
+                keep_percent,
+                metric,
+                voting,
+                ..
+            } => offline::ballot_box(history, keep_percent, metric, voting),
+            PolicyConfig::Online { voting, .. } => {
+                online::ballot_box(history.len(), voting, self.threshold)
+            }
+            PolicyConfig::Compat { .. } => compat::ballot_box(history.len(), self.threshold),
+        };
+        ballot_box.count(history)
+    }
+}
+
+/// Which traces may vote, with what weight, and the threshold to report: what a policy decides
+/// before the ballots are counted.
+pub(crate) struct BallotBox {
+    pub(crate) eligible: Vec<bool>,
+    pub(crate) threshold: Option<f64>,
+    pub(crate) voting: Voting,
+    pub(crate) metric: TraceMetric,
+}
+
+impl BallotBox {
+    /// Everyone may vote.
+    pub(crate) fn open(
+        traces: usize,
+        threshold: Option<f64>,
+        voting: Voting,
+        metric: TraceMetric,
+    ) -> Self {
+        Self {
+            eligible: vec![true; traces],
+            threshold,
+            voting,
+            metric,
+        }
+    }
+
+    /// Counts the ballots of eligible, completed traces that have an answer.
+    fn count<A: Ord + Clone>(self, history: &[TraceOutcome<A>]) -> Decision<A> {
         let mut ballots = Vec::new();
         let mut voters = Vec::new();
-        for (trace, keep) in history.iter().zip(eligible) {
+        for (trace, keep) in history.iter().zip(self.eligible) {
             let Some(answer) = trace.answer.as_ref() else {
                 continue;
             };
@@ -625,15 +571,15 @@ impl PolicyState {
             voters.push(trace.index);
             ballots.push(Ballot {
                 answer: answer.clone(),
-                confidence: trace.metric(metric),
+                confidence: trace.metric(self.metric),
                 terminated: false,
             });
         }
         voters.sort_unstable();
         Decision {
-            vote: vote(&ballots, voting),
+            vote: vote(&ballots, self.voting),
             voters,
-            threshold,
+            threshold: self.threshold,
         }
     }
 }
