@@ -4,3 +4,4 @@ mod common;
 mod generation;
 mod qwen3;
 mod tokenizer;
+mod vocab_files;

@@ -40,6 +40,13 @@ const GPT2_PATTERN: &str =
 /// Qwen2 / Qwen3's pre-tokenizer regex (case-insensitive contractions, single digits).
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5's pre-tokenizer regex: Qwen2's with combining marks (`\p{M}`) kept inside words.
+const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// DeepSeek LLM's letter runs: Latin, Greek, Cyrillic, Armenian, Georgian, Cherokee and other
+/// cased scripts, each optionally after one whitespace (from its `tokenizer.json`).
+const DEEPSEEK_LLM_LETTERS: &str = r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+
 /// Llama 3's pre-tokenizer regex (digits in groups of up to three).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -333,12 +340,39 @@ impl PreTokenizer {
             | "minerva-7b" => (&[r"\p{N}", GPT2_PATTERN], false),
             "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "phi-2" => (&[GPT2_PATTERN], false),
             "qwen2" | "stablelm2" | "deepseek-r1-qwen" => (&[QWEN2_PATTERN], false),
+            "qwen35" => (&[QWEN35_PATTERN], false),
+            "falcon" => (
+                &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2_PATTERN, "[0-9][0-9][0-9]"],
+                false,
+            ),
+            "deepseek-llm" => (
+                &[
+                    r"[\r\n]",
+                    DEEPSEEK_LLM_LETTERS,
+                    r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
+                    r"\s+$",
+                    "[一-龥ࠀ-一가-퟿]+",
+                    r"\p{N}+",
+                ],
+                false,
+            ),
+            "deepseek-coder" => (
+                &[
+                    r"[\r\n]",
+                    r"\s?\p{L}+",
+                    r"\s?\p{P}+",
+                    "[一-龥ࠀ-一가-퟿]+",
+                    r"\p{N}",
+                ],
+                false,
+            ),
             "llama3" | "llama-v3" | "llama-bpe" => (&[LLAMA3_PATTERN], true),
             other => {
                 return Err(Error::Tokenizer(format!(
                     "tokenizer.ggml.pre = `{other}` is not supported (supported: smollm, starcoder, \
                      refact, command-r, codeshell, exaone, minerva-7b, gpt-2, mpt, olmo, jais, \
-                     phi-2, qwen2, stablelm2, deepseek-r1-qwen, llama3, llama-bpe)"
+                     phi-2, qwen2, qwen35, stablelm2, deepseek-r1-qwen, deepseek-llm, deepseek-coder, falcon, \
+                     llama3, llama-bpe)"
                 )));
             }
         };
@@ -837,6 +871,10 @@ impl Tokenizer {
 
     /// Splits `text` at special tokens, longest first (see [`Tokenizer::encode`]).
     fn split_specials(&self, text: &str, parse_special: bool) -> Vec<Piece> {
+        // llama.cpp makes no fragment of an empty text (so SentencePiece adds no prefix space).
+        if text.is_empty() {
+            return Vec::new();
+        }
         let bytes = text.as_bytes();
         let mut pieces = vec![Piece::Text(0, text.len())];
         for special in &self.specials {

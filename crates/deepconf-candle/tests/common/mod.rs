@@ -1,5 +1,7 @@
 //! Fixture builders shared by the integration tests.
 
+pub mod llama_cpp;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
