@@ -44,6 +44,8 @@ fn main() -> Result<()> {
             .args(["run", "--release", "-p", "xtask", "--", "bench"])
             .args(rest))?,
         "bench" => bench::run(rest)?,
+        // One measured row of `bench --k-quants`, started by it in a fresh process.
+        "bench-decode" => bench::decode_child(rest)?,
         "demo" => demo(rest)?,
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown task `{other}`\n{USAGE}"),
@@ -59,6 +61,7 @@ tasks:
   fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
+                       (`--k-quants`: Q4_1 and Q4_K_M files, batch 1 and 16 traces, peak memory)
   demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 

@@ -216,19 +216,26 @@ pub(crate) struct Workspace {
     matmul: MatmulScratch,
 }
 
+/// `1 / sqrt(mean(x^2) + eps)`, with the squares summed in f64 as ggml's `rms_norm` does: the
+/// normalized values feed 8-bit activation quantization, where a last-bit difference can move
+/// a value across a rounding boundary.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean_sq = (sum / x.len() as f64) as f32;
+    1.0 / (mean_sq + eps).sqrt()
+}
+
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let mean_sq = dot_f32(x, x) / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
 }
 
 fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let mean_sq = dot_f32(x, x) / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for (v, &w) in x.iter_mut().zip(weight) {
-        *v *= scale * w;
+        *v = *v * scale * w;
     }
 }
 

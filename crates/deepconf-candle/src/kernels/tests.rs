@@ -43,7 +43,7 @@ fn min_max_blocks(data: &[f32], levels: u32) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
     (scales, mins, codes)
 }
 
-fn q4_1_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
+fn q4_1_from_f32(data: &[f32], rows: usize, cols: usize, activations: Activations) -> WeightMatrix {
     let (scales, mins, codes) = min_max_blocks(data, 16);
     let nibbles = codes
         .chunks_exact(BLOCK)
@@ -52,13 +52,14 @@ fn q4_1_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
     WeightMatrix::Q4_1 {
         rows,
         cols,
+        activations,
         scales,
         mins,
         nibbles,
     }
 }
 
-fn q5_1_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
+fn q5_1_from_f32(data: &[f32], rows: usize, cols: usize, activations: Activations) -> WeightMatrix {
     let (scales, mins, codes) = min_max_blocks(data, 32);
     let nibbles = codes
         .chunks_exact(BLOCK)
@@ -71,6 +72,7 @@ fn q5_1_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
     WeightMatrix::Q5_1 {
         rows,
         cols,
+        activations,
         scales,
         mins,
         nibbles,
@@ -79,7 +81,12 @@ fn q5_1_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
 }
 
 /// Symmetric 6-bit values (as Q6_K holds them) with a scale per 16 values.
-fn q8_16_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
+fn q8_16_from_f32(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    activations: Activations,
+) -> WeightMatrix {
     let (mut scales, mut values) = (vec![], vec![]);
     for group in data.chunks_exact(16) {
         let amax = group.iter().fold(0f32, |a, &v| a.max(v.abs()));
@@ -94,6 +101,7 @@ fn q8_16_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
     WeightMatrix::Q8_16 {
         rows,
         cols,
+        activations,
         scales,
         values,
     }
@@ -102,13 +110,30 @@ fn q8_16_from_f32(data: &[f32], rows: usize, cols: usize) -> WeightMatrix {
 #[test]
 fn quantized_matmuls_match_dequantized_reference() {
     // 37 rows and 1..9 activation rows exercise every tile shape and remainder; 3 and 19
-    // blocks per row an odd last block after the 512-bit block pairs, short and long rows.
-    for k in [96, 608] {
+    // blocks per row an odd last block after the 512-bit block pairs, short and long rows;
+    // 512 columns the 256-value activation groups of the K-quants.
+    for k in [96, 608, 512] {
         check_every_isa(37, k);
     }
 }
 
+/// The activation schemes that `k` columns allow.
+fn schemes(k: usize) -> Vec<Activations> {
+    Activations::ALL
+        .into_iter()
+        .filter(|s| k.is_multiple_of(s.group()))
+        .collect()
+}
+
 fn layouts(dense: &[f32], n: usize, k: usize) -> Vec<WeightMatrix> {
+    let mut all = Vec::new();
+    for scheme in schemes(k) {
+        all.extend(layouts_with(dense, n, k, scheme));
+    }
+    all
+}
+
+fn layouts_with(dense: &[f32], n: usize, k: usize, scheme: Activations) -> Vec<WeightMatrix> {
     let f32_matrix = |data: &[f32], rows| WeightMatrix::F32 {
         rows,
         cols: k,
@@ -120,19 +145,20 @@ fn layouts(dense: &[f32], n: usize, k: usize) -> Vec<WeightMatrix> {
     let (b, rest) = rest.split_at(11 * k);
     let (c, rest) = rest.split_at(9 * k);
     let (d, e) = rest.split_at(7 * k);
+    // Parts with their own activation schemes: the matmul quantizes for each.
     let stacked = WeightMatrix::stack_rows(vec![
-        q5_1_from_f32(a, 5, k),
-        q4_1_from_f32(b, 11, k),
-        q8_16_from_f32(c, 9, k),
+        q5_1_from_f32(a, 5, k, scheme),
+        q4_1_from_f32(b, 11, k, Activations::Q8_1),
+        q8_16_from_f32(c, 9, k, scheme),
         WeightMatrix::q8_0_from_f32(d, 7, k),
         f32_matrix(e, n - 32),
     ]);
     assert!(matches!(stacked, WeightMatrix::Stacked { .. }));
     vec![
-        q4_1_from_f32(dense, n, k),
-        q5_1_from_f32(dense, n, k),
+        q4_1_from_f32(dense, n, k, scheme),
+        q5_1_from_f32(dense, n, k, scheme),
         WeightMatrix::q8_0_from_f32(dense, n, k),
-        q8_16_from_f32(dense, n, k),
+        q8_16_from_f32(dense, n, k, scheme),
         f32_matrix(dense, n),
         stacked,
     ]
@@ -197,11 +223,12 @@ fn stacking_one_layout_concatenates() {
     let k = 64;
     let a = pseudo_random(3 * k, 4);
     let b = pseudo_random(2 * k, 5);
-    let stacked = WeightMatrix::stack_rows(vec![q5_1_from_f32(&a, 3, k), q5_1_from_f32(&b, 2, k)]);
+    let q5 = |data: &[f32], rows| q5_1_from_f32(data, rows, k, Activations::Q8_1);
+    let stacked = WeightMatrix::stack_rows(vec![q5(&a, 3), q5(&b, 2)]);
     assert!(matches!(stacked, WeightMatrix::Q5_1 { rows: 5, .. }));
     let mut both = a.clone();
     both.extend(&b);
-    let direct = q5_1_from_f32(&both, 5, k);
+    let direct = q5(&both, 5);
     assert_eq!(stacked.size_in_bytes(), direct.size_in_bytes());
     let (mut x, mut y) = (vec![0f32; k], vec![0f32; k]);
     for j in 0..5 {
@@ -209,4 +236,61 @@ fn stacking_one_layout_concatenates() {
         direct.dequantize_row(j, &mut y);
         assert_eq!(x, y);
     }
+}
+
+#[test]
+fn stacking_mixed_layouts_keeps_each_and_joins_neighbours() {
+    let k = 64;
+    let data = pseudo_random(6 * k, 6);
+    let stacked = WeightMatrix::stack_rows(vec![
+        q5_1_from_f32(&data[..2 * k], 2, k, Activations::Q8_0),
+        q5_1_from_f32(&data[2 * k..3 * k], 1, k, Activations::Q8_0),
+        WeightMatrix::q8_0_from_f32(&data[3 * k..], 3, k),
+    ]);
+    let WeightMatrix::Stacked { rows, parts, .. } = &stacked else {
+        panic!("mixed layouts stack as parts");
+    };
+    assert_eq!(*rows, 6);
+    assert!(matches!(
+        parts[..],
+        [
+            WeightMatrix::Q5_1 { rows: 3, .. },
+            WeightMatrix::Q8_0 { rows: 3, .. }
+        ]
+    ));
+}
+
+#[test]
+fn activations_are_quantized_as_ggml_does() {
+    // Q8_0: f16 scale, ties to even (2.5 -> 2, -3.5 -> -4 at scale 1).
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -3.5;
+    x[3] = 0.1;
+    let mut q = QuantizedRows::default();
+    q.quantize_from(&x, 1, 32, Activations::Q8_0);
+    assert_eq!(&q.values[..4], &[127, 2, -4, 0]);
+    assert_eq!(q.scales[0], 1.0);
+    assert_eq!(q.scaled_sums[0], 125.0);
+    // The scale is stored as f16: 0.1 / 127 is not an f32 round trip.
+    let mut x = vec![0f32; 32];
+    x[0] = 0.1;
+    x[1] = -0.03;
+    q.quantize_from(&x, 1, 32, Activations::Q8_0);
+    assert_eq!(q.scales[0], half::f16::from_f32(0.1 / 127.0).to_f32());
+    // Q8_1 also rounds d * sum(q) to f16.
+    q.quantize_from(&x, 1, 32, Activations::Q8_1);
+    let sum: i32 = q.values.iter().map(|&v| i32::from(v)).sum();
+    assert_eq!(
+        q.scaled_sums[0],
+        half::f16::from_f32(0.1 / 127.0 * sum as f32).to_f32()
+    );
+    // Q8_K: one f32 scale per 256 values, negative when the largest magnitude is positive.
+    let y: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) / 155.0).collect();
+    q.quantize_from(&y, 1, 256, Activations::Q8K);
+    assert!(q.scales.iter().all(|&s| s == q.scales[0]));
+    assert_eq!(q.scales[0], 1.0 / (-127.0 / y[255]));
+    assert_eq!(q.values[255], -127);
+    assert_eq!(q.values[100], 0);
 }

@@ -16,6 +16,10 @@
 //! | Q5_K | 256 values: as Q4_K plus 256 fifth bits | [`WeightMatrix::Q5_1`] | as Q4_K |
 //! | Q6_K | 256 values: 4 low + 2 high bits each, 16 signed 8-bit scales, f16 `d` | [`WeightMatrix::Q8_16`] | value `q - 32` with scale `d * sc` per 16 |
 //!
+//! Each matrix also records which of ggml's activation blocks its type's dot product uses
+//! (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), so the kernels quantize
+//! activations as llama.cpp does.
+//!
 //! K-quant sub-blocks of 32 values are re-packed into the 32-value blocks of the kernels, so a
 //! Q4_K matrix runs the Q4_1 kernel (4.5 bits per weight in the file, 6 in memory, because of the
 //! f32 scale and minimum of every 32 values), Q5_K the 5-bit kernel (7 bits in memory) and Q6_K
@@ -24,7 +28,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use crate::kernels::{BLOCK, WeightMatrix};
+use crate::kernels::{Activations, BLOCK, WeightMatrix};
 
 /// Values per K-quant super-block (ggml's QK_K).
 const SUPER_BLOCK: usize = 256;
@@ -107,36 +111,42 @@ pub(crate) fn from_ggml_blocks(
             rows,
             cols,
             false,
+            Activations::Q8_0,
             blocks.map(|b| q4_0(b.try_into().unwrap())),
         ),
         GgmlDType::Q4_1 => nibbles(
             rows,
             cols,
             false,
+            Activations::Q8_1,
             blocks.map(|b| q4_1(b.try_into().unwrap())),
         ),
         GgmlDType::Q5_0 => nibbles(
             rows,
             cols,
             true,
+            Activations::Q8_0,
             blocks.map(|b| q5_0(b.try_into().unwrap())),
         ),
         GgmlDType::Q5_1 => nibbles(
             rows,
             cols,
             true,
+            Activations::Q8_1,
             blocks.map(|b| q5_1(b.try_into().unwrap())),
         ),
         GgmlDType::Q4K => nibbles(
             rows,
             cols,
             false,
+            Activations::Q8K,
             blocks.flat_map(|b| q4_k(b.try_into().unwrap())),
         ),
         GgmlDType::Q5K => nibbles(
             rows,
             cols,
             true,
+            Activations::Q8K,
             blocks.flat_map(|b| q5_k(b.try_into().unwrap())),
         ),
         GgmlDType::Q8_0 => {
@@ -149,6 +159,7 @@ pub(crate) fn from_ggml_blocks(
             WeightMatrix::Q8_0 {
                 rows,
                 cols,
+                activations: Activations::Q8_0,
                 scales,
                 values,
             }
@@ -162,6 +173,7 @@ pub(crate) fn from_ggml_blocks(
             WeightMatrix::Q8_16 {
                 rows,
                 cols,
+                activations: Activations::Q8K,
                 scales,
                 values,
             }
@@ -179,11 +191,13 @@ struct NibbleBlock {
     high_bits: u32,
 }
 
-/// Collects 32-value blocks into a Q4_1 matrix, or a Q5_1 one (with the blocks' fifth bits).
+/// Collects 32-value blocks into a Q4_1 matrix, or a Q5_1 one (with the blocks' fifth bits),
+/// whose activations are quantized as `activations`.
 fn nibbles(
     rows: usize,
     cols: usize,
     five_bit: bool,
+    activations: Activations,
     blocks: impl Iterator<Item = NibbleBlock>,
 ) -> WeightMatrix {
     let n = rows * cols / BLOCK;
@@ -202,6 +216,7 @@ fn nibbles(
         WeightMatrix::Q5_1 {
             rows,
             cols,
+            activations,
             scales,
             mins,
             nibbles: packed,
@@ -211,6 +226,7 @@ fn nibbles(
         WeightMatrix::Q4_1 {
             rows,
             cols,
+            activations,
             scales,
             mins,
             nibbles: packed,
