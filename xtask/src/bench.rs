@@ -421,6 +421,13 @@ fn run_k_quants(args: &[String]) -> Result<()> {
                     .args([max_tokens, n, repeats].map(|v| v.to_string())),
                 "llama-cpp-python decode (install with `python3 -m pip install llama-cpp-python==0.3.36`)",
             )?;
+            eprintln!(
+                "{name}, {n} trace(s): deepconf-candle {:.1} tok/s, llama.cpp {:.1} tok/s",
+                ours["tokens"].as_f64().unwrap_or(0.0)
+                    / ours["seconds"].as_f64().unwrap_or(f64::NAN),
+                peer["tokens"].as_f64().unwrap_or(0.0)
+                    / peer["seconds"].as_f64().unwrap_or(f64::NAN)
+            );
             for (engine, json) in [
                 (
                     format!(

@@ -109,8 +109,8 @@ impl Rope {
 
     /// Appends `(cos, sin)` of the `dims / 2` pairs at position `pos` to `out`.
     fn push_angles(&self, pos: usize, dims: usize, out: &mut Vec<(f32, f32)>) {
-        // ggml advances the frequency by repeated multiplication, not a power per pair; doing
-        // the same keeps the angles equal to llama.cpp's to the last bit.
+        // ggml advances the frequency by repeated multiplication, not a power per pair: the
+        // same f32 steps in the same order give llama.cpp's angles.
         let theta_scale = self.freq_base.powf(-2.0 / dims as f32);
         let mut theta = pos as f32;
         for i in 0..dims / 2 {

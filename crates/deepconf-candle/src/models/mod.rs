@@ -206,7 +206,7 @@ pub(crate) fn gguf_rope(
         )))
     };
     let freq_base = gguf.f32_or(&key("freq_base"), 10_000.0)?;
-    if !(freq_base > 1.0 && freq_base.is_finite()) {
+    if freq_base.is_nan() || freq_base <= 1.0 || freq_base.is_infinite() {
         return unsupported(
             gguf,
             &key("freq_base"),
@@ -220,7 +220,7 @@ pub(crate) fn gguf_rope(
         key("scale_linear")
     };
     let factor = gguf.f32_or(&factor_key, 0.0)?;
-    if !(factor >= 0.0 && factor.is_finite()) {
+    if factor.is_nan() || factor < 0.0 || factor.is_infinite() {
         return unsupported(
             gguf,
             &factor_key,
@@ -281,7 +281,7 @@ pub(crate) fn gguf_rope(
             )));
         }
         let factors = gguf.vector("rope_freqs.weight")?;
-        if factors.len() != dims / 2 || factors.iter().any(|f| !(*f > 0.0)) {
+        if factors.len() != dims / 2 || factors.iter().any(|f| f.is_nan() || *f <= 0.0) {
             return Err(gguf.model_error(format!(
                 "tensor `rope_freqs.weight` has {} values, expected {} positive ones (half the rotated dimensions)",
                 factors.len(),

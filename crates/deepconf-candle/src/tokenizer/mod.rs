@@ -610,14 +610,14 @@ impl Tokenizer {
                 }
                 None => vec![0.0; vocab_size],
             };
-            ModelSpec::Spm(Spm {
+            ModelSpec::Spm(Box::new(Spm {
                 scores,
                 add_space_prefix: meta(content, "tokenizer.ggml.add_space_prefix")
                     .and_then(|v| v.to_bool().ok())
                     .unwrap_or(true),
                 byte_ids: [None; 256],
                 unk_id,
-            })
+            }))
         } else {
             let merges = meta_strings(content, "tokenizer.ggml.merges")?;
             let merge_pairs = merges
@@ -832,7 +832,7 @@ impl Tokenizer {
             } => Model::Bpe(Bpe::new(&token_ids, &merges, pre, ignore_merges)),
             ModelSpec::Spm(mut spm) => {
                 spm.byte_ids = Spm::byte_ids(&token_ids);
-                Model::Spm(spm)
+                Model::Spm(*spm)
             }
         };
         let mut specials: Vec<SpecialToken> = (0..vocab_size)
@@ -1134,7 +1134,7 @@ enum ModelSpec {
         pre: PreTokenizer,
         ignore_merges: bool,
     },
-    Spm(Spm),
+    Spm(Box<Spm>),
 }
 
 impl Bpe {
