@@ -10,7 +10,7 @@
 //! see `assets::ensure_q4_k_m_model`), each decoded at batch 1 and with 16 traces of one prompt
 //! by deepconf-candle and by llama.cpp (16 sequences in one batch, as llama.cpp's
 //! `examples/batched` does), every row in its own process so that its peak resident memory
-//! (`VmHWM`) is its own.
+//! (`VmHWM`) is its own. `--threads N` (default 2) sets both engines' thread count.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,7 +237,7 @@ const K_QUANT_SECTION: &str = "## Decode throughput: K-quant file";
 const LLAMA_CPP_BATCHED_SCRIPT: &str = r#"
 import json, sys, time
 import llama_cpp as L
-path, prompt, max_tokens, n_seq, repeats = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path, prompt, max_tokens, n_seq, repeats, threads = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 L.llama_backend_init()
 model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
 vocab = L.llama_model_get_vocab(model)
@@ -246,7 +246,7 @@ ids = list(buf[:L.llama_tokenize(vocab, prompt, len(prompt), buf, len(buf), Fals
 cp = L.llama_context_default_params()
 cp.n_ctx = len(ids) + n_seq * max_tokens + 64
 cp.n_batch = cp.n_ubatch = max(len(ids), n_seq)
-cp.n_seq_max, cp.n_threads, cp.n_threads_batch, cp.kv_unified, cp.no_perf = n_seq, 2, 2, True, True
+cp.n_seq_max, cp.n_threads, cp.n_threads_batch, cp.kv_unified, cp.no_perf = n_seq, threads, threads, True, True
 best = None
 for r in range(repeats):
     ctx = L.llama_init_from_model(model, cp)
@@ -388,6 +388,7 @@ fn run_k_quants(args: &[String]) -> Result<()> {
     let max_tokens = number(args, "--max-tokens", 128)?;
     let traces = number(args, "--traces", 16)?;
     let repeats = number(args, "--repeats", 3)?.max(1);
+    let threads = number(args, "--threads", 2)?.max(1);
     let files = [
         crate::assets::fetch_model()?,
         crate::assets::ensure_q4_k_m_model()?,
@@ -404,6 +405,7 @@ fn run_k_quants(args: &[String]) -> Result<()> {
         for n in [1, traces] {
             let ours = json_output(
                 Command::new(&exe)
+                    .env("RAYON_NUM_THREADS", threads.to_string())
                     .arg("bench-decode")
                     .arg(file)
                     .args([max_tokens, n, repeats].map(|v| v.to_string())),
@@ -418,7 +420,7 @@ fn run_k_quants(args: &[String]) -> Result<()> {
                     .args(["-c", LLAMA_CPP_BATCHED_SCRIPT])
                     .arg(file)
                     .arg(&prompt)
-                    .args([max_tokens, n, repeats].map(|v| v.to_string())),
+                    .args([max_tokens, n, repeats, threads].map(|v| v.to_string())),
                 "llama-cpp-python decode (install with `python3 -m pip install llama-cpp-python==0.3.36`)",
             )?;
             eprintln!(
@@ -449,7 +451,8 @@ fn run_k_quants(args: &[String]) -> Result<()> {
             }
         }
     }
-    let table = render_k_quants(&rows, &weights, max_tokens, repeats, &load);
+    let load = format!("{load} at the start, {} at the end", load_average());
+    let table = render_k_quants(&rows, &weights, max_tokens, repeats, threads, &load);
     println!("{table}");
     if !args.iter().any(|a| a == "--no-write") {
         let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
@@ -464,14 +467,15 @@ fn render_k_quants(
     weights: &[(String, u64)],
     max_tokens: usize,
     repeats: usize,
+    threads: usize,
     load: &str,
 ) -> String {
     let mut s = format!(
-        "{K_QUANT_SECTION}\n\nCommand: `cargo xtask bench --k-quants` (release build; `-C target-cpu=native`). Machine: {}; \
-load average of other processes at the start: {load}. The embedded model as shipped (Q4_1) and re-quantized by \
+        "{K_QUANT_SECTION}\n\nCommand: `cargo xtask bench --k-quants --threads {threads}` (release build; `-C target-cpu=native`). Machine: {}; \
+load average (1 minute): {load}. The embedded model as shipped (Q4_1) and re-quantized by \
 llama.cpp's `llama-quantize --allow-requantize ... Q4_K_M` (`cargo xtask fetch-model q4_k_m`). Same prompt and \
 sampling (temperature 0.7, top-p 0.95) as above, at most {max_tokens} tokens per trace, times include the prompt \
-prefill, best of {repeats} runs per row. Both engines use 2 threads; llama.cpp decodes the traces as sequences of one \
+prefill, best of {repeats} runs per row. Both engines use {threads} thread(s); llama.cpp decodes the traces as sequences of one \
 batch sharing the prompt (`examples/batched`'s way, through its C API). Peak memory is the row's own process's \
 `VmHWM` (the llama.cpp rows include the Python interpreter).\n\n\
 | file | engine | traces | tokens | seconds | tokens/s | vs llama.cpp, same file and traces | peak RSS |\n\
