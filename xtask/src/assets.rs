@@ -176,3 +176,183 @@ pub fn ensure_llama_cpp_server() -> Result<()> {
         "llama-cpp-python[server]==0.3.36",
     ]))
 }
+
+/// The llama-cpp-python release whose vendored llama.cpp is the project's reference (the same
+/// version the benchmarks and tests install).
+pub const LLAMA_CPP_PYTHON_VERSION: &str = "0.3.36";
+
+/// sha256 of `llama_cpp_python-0.3.36.tar.gz` as the package registry serves it.
+const LLAMA_CPP_SDIST_SHA256: &str =
+    "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
+
+/// Environment variable through which `cargo xtask test` tells the tests where llama.cpp's tools
+/// are (the directory [`ensure_llama_cpp_tools`] returns).
+pub const LLAMA_CPP_BIN_ENV: &str = "DEEPCONF_LLAMA_CPP_BIN";
+
+/// llama.cpp programs [`ensure_llama_cpp_tools`] builds.
+const LLAMA_CPP_TOOLS: [&str; 2] = ["llama-server", "llama-quantize"];
+
+/// `<cache>/llama.cpp/0.3.36`: the sdist, its extracted sources and the build directory.
+fn llama_cpp_dir() -> PathBuf {
+    deepconf_core::cache_dir()
+        .join("llama.cpp")
+        .join(LLAMA_CPP_PYTHON_VERSION)
+}
+
+/// The extracted llama-cpp-python sdist (`<cache>/llama.cpp/0.3.36/llama_cpp_python-0.3.36`),
+/// downloaded with pip and checksummed if it is not there yet. Its `vendor/llama.cpp` holds
+/// llama.cpp's sources, tokenizer test vocabularies and `gguf-py`.
+pub fn llama_cpp_sources() -> Result<PathBuf> {
+    let dir = llama_cpp_dir();
+    let name = format!("llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}");
+    let sources = dir.join(&name);
+    if sources.join("vendor/llama.cpp/CMakeLists.txt").is_file() {
+        return Ok(sources);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let archive = dir.join(format!("{name}.tar.gz"));
+    if !archive.is_file() || sha256_of(&archive)? != LLAMA_CPP_SDIST_SHA256 {
+        let spec = format!("llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}");
+        eprintln!("downloading the {spec} source archive with pip ...");
+        // `--no-binary llama-cpp-python` (not `:all:`) fetches this package's sdist while pip may
+        // still use wheels for the build tools it runs to read the sdist's metadata.
+        run(Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet"])
+            .args(["--no-binary", "llama-cpp-python", "--dest"])
+            .arg(&dir)
+            .arg(&spec))
+        .with_context(|| format!("`python3 -m pip download {spec}` failed"))?;
+        let actual = sha256_of(&archive)?;
+        if actual != LLAMA_CPP_SDIST_SHA256 {
+            bail!(
+                "checksum mismatch for {}: expected sha256 {LLAMA_CPP_SDIST_SHA256}, got {actual}",
+                archive.display()
+            );
+        }
+    }
+    // Extract beside the final place and rename, so a half-extracted tree is never used.
+    let partial = dir.join(format!("{name}.partial"));
+    let _ = fs::remove_dir_all(&partial);
+    fs::create_dir_all(&partial)?;
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&partial))
+    .with_context(|| format!("extracting {}", archive.display()))?;
+    let _ = fs::remove_dir_all(&sources);
+    fs::rename(partial.join(&name), &sources)?;
+    let _ = fs::remove_dir_all(&partial);
+    Ok(sources)
+}
+
+/// A `cmake` to run: the one on `PATH`, else the registry package's (installed on demand).
+fn cmake() -> Result<PathBuf> {
+    let works = |cmake: &Path| {
+        Command::new(cmake)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(Path::new("cmake")) {
+        return Ok(PathBuf::from("cmake"));
+    }
+    let from_package = || -> Option<PathBuf> {
+        let out = Command::new("python3")
+            .args(["-c", "import cmake; print(cmake.CMAKE_BIN_DIR)"])
+            .output()
+            .ok()?;
+        let dir = String::from_utf8(out.stdout).ok()?;
+        Some(Path::new(dir.trim()).join("cmake")).filter(|p| works(p))
+    };
+    if let Some(cmake) = from_package() {
+        return Ok(cmake);
+    }
+    eprintln!("installing cmake with pip ...");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "cmake"]))
+        .context("`python3 -m pip install cmake` failed")?;
+    from_package().context("cmake was installed with pip but its binary does not run")
+}
+
+/// Builds llama.cpp's `llama-server` and `llama-quantize` from the llama-cpp-python 0.3.36 sdist
+/// (the llama.cpp that llama-cpp-python 0.3.36 embeds), once, and returns their directory
+/// `<cache>/llama.cpp/0.3.36/build/bin`; the shared libraries they need are next to them.
+/// Does nothing when both binaries exist. The first build takes about 6 minutes on 2 cores;
+/// cmake comes from the package registry if it is not installed.
+pub fn ensure_llama_cpp_tools() -> Result<PathBuf> {
+    let build = llama_cpp_dir().join("build");
+    let bin = build.join("bin");
+    if LLAMA_CPP_TOOLS.iter().all(|tool| bin.join(tool).is_file()) {
+        return Ok(bin);
+    }
+    let sources = llama_cpp_sources()?.join("vendor").join("llama.cpp");
+    fs::create_dir_all(&build)?;
+    // One build at a time: another process may be building into the same directory.
+    let lock = fs::File::create(llama_cpp_dir().join("build.lock"))?;
+    lock.lock().context("waiting for another llama.cpp build")?;
+    if LLAMA_CPP_TOOLS.iter().all(|tool| bin.join(tool).is_file()) {
+        return Ok(bin);
+    }
+    let cmake = cmake()?;
+    eprintln!("building llama.cpp's {LLAMA_CPP_TOOLS:?} (about 6 minutes on 2 cores, once) ...");
+    run(Command::new(&cmake)
+        .arg("-S")
+        .arg(&sources)
+        .arg("-B")
+        .arg(&build)
+        .args([
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGGML_NATIVE=ON",
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_BUILD_TOOLS=ON",
+            // The server's web UI would otherwise be fetched from a model hub at build time.
+            "-DLLAMA_USE_PREBUILT_UI=OFF",
+        ]))
+    .context("configuring llama.cpp with cmake")?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    run(Command::new(&cmake)
+        .arg("--build")
+        .arg(&build)
+        .arg("--target")
+        .args(LLAMA_CPP_TOOLS)
+        .arg("-j")
+        .arg(jobs.to_string()))
+    .context("building llama.cpp")?;
+    for tool in LLAMA_CPP_TOOLS {
+        if !bin.join(tool).is_file() {
+            bail!(
+                "the llama.cpp build did not produce {}",
+                bin.join(tool).display()
+            );
+        }
+    }
+    Ok(bin)
+}
+
+/// File name of the Q4_K_M conversion of the default model inside `<cache>/models/`.
+pub const Q4_K_M_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_K_M.gguf";
+
+/// The default model re-quantized to Q4_K_M by llama.cpp's `llama-quantize --allow-requantize`
+/// (made once, in `<cache>/models/`). SmolLM2-135M's 576-wide rows are not a multiple of the
+/// K-quants' 256, so llama.cpp stores those matrices in its fallback types (Q5_0 for Q4_K,
+/// Q8_0 for Q6_K); only the 1536-wide down projections are K-quants.
+pub fn ensure_q4_k_m_model() -> Result<PathBuf> {
+    let source = fetch_model()?;
+    let target = source.with_file_name(Q4_K_M_MODEL_FILE);
+    if target.is_file() {
+        return Ok(target);
+    }
+    let bin = ensure_llama_cpp_tools()?;
+    let partial = target.with_extension("partial");
+    run(Command::new(bin.join("llama-quantize"))
+        .arg("--allow-requantize")
+        .arg(&source)
+        .arg(&partial)
+        .arg("Q4_K_M"))
+    .context("llama-quantize to Q4_K_M")?;
+    fs::rename(&partial, &target)?;
+    Ok(target)
+}

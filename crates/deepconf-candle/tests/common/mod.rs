@@ -1,5 +1,7 @@
 //! Fixture builders shared by the integration tests.
 
+pub mod llama_cpp;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -38,10 +40,42 @@ pub const TINY_VOCAB: usize = 300;
 pub const TINY_IM_START: u32 = 266;
 pub const TINY_IM_END: u32 = 267;
 
+/// Shape and weight scales of a random Qwen3 checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Qwen3Shape {
+    pub hidden: usize,
+    pub inter: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Embedding values are uniform in +-this (tied output: it sets the logit scale).
+    pub embedding_scale: f32,
+    /// Norm weights are 1 + uniform in +-this.
+    pub norm_noise: f32,
+}
+
+/// The shape of [`write_tiny_qwen3`]: hidden 64, 2 layers, unit norms.
+pub const TINY_QWEN3: Qwen3Shape = Qwen3Shape {
+    hidden: 64,
+    inter: 128,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 32,
+    embedding_scale: 1.0,
+    norm_noise: 0.0,
+};
+
 /// Writes a byte-level BPE `tokenizer.json` (every byte is a token, so any text encodes), a
 /// `tokenizer_config.json` with a ChatML template that honours `enable_thinking`, a Qwen3
 /// `config.json` and random `model.safetensors` weights (hidden 64, 2 layers, vocab 300).
 pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
+    write_qwen3_checkpoint(dir, seed, TINY_QWEN3);
+}
+
+/// [`write_tiny_qwen3`] with another shape (vocabulary 300, context 256).
+pub fn write_qwen3_checkpoint(dir: &Path, seed: u64, shape: Qwen3Shape) {
     std::fs::create_dir_all(dir).unwrap();
     let chars = byte_chars();
     let mut vocab = serde_json::Map::new();
@@ -92,8 +126,16 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
     let config = serde_json::json!({"chat_template": template, "eos_token": "<|im_end|>", "bos_token": null});
     std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
 
-    let (hidden, inter, layers, heads, kv_heads, head_dim) =
-        (64usize, 128usize, 2usize, 4usize, 2usize, 32usize);
+    let Qwen3Shape {
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        embedding_scale,
+        norm_noise,
+    } = shape;
     let model_config = serde_json::json!({
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
         "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
@@ -117,22 +159,29 @@ pub fn write_tiny_qwen3(dir: &Path, seed: u64) {
             .collect();
         Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
     };
-    let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     tensors.insert(
         "model.embed_tokens.weight".into(),
-        random(TINY_VOCAB, hidden, 1.0),
+        random(TINY_VOCAB, hidden, embedding_scale),
     );
-    tensors.insert("model.norm.weight".into(), ones(hidden));
+    let norm = |random: &mut dyn FnMut(usize, usize, f32) -> Tensor, n: usize| {
+        let ones = Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+        if norm_noise == 0.0 {
+            ones
+        } else {
+            (random(1, n, norm_noise).flatten_all().unwrap() + ones).unwrap()
+        }
+    };
+    tensors.insert("model.norm.weight".into(), norm(&mut random, hidden));
     for l in 0..layers {
         let p = format!("model.layers.{l}");
         let mut put = |name: &str, t: Tensor| {
             tensors.insert(format!("{p}.{name}"), t);
         };
-        put("input_layernorm.weight", ones(hidden));
-        put("post_attention_layernorm.weight", ones(hidden));
-        put("self_attn.q_norm.weight", ones(head_dim));
-        put("self_attn.k_norm.weight", ones(head_dim));
+        put("input_layernorm.weight", norm(&mut random, hidden));
+        put("post_attention_layernorm.weight", norm(&mut random, hidden));
+        put("self_attn.q_norm.weight", norm(&mut random, head_dim));
+        put("self_attn.k_norm.weight", norm(&mut random, head_dim));
         put(
             "self_attn.q_proj.weight",
             random(heads * head_dim, hidden, 0.2),

@@ -1,10 +1,26 @@
-//! Byte-level BPE tokenizer built from GGUF metadata or a Hugging Face `tokenizer.json`.
+//! Tokenizers built from GGUF metadata (byte-level BPE and SentencePiece) or from a Hugging Face
+//! `tokenizer.json` (byte-level BPE).
 //!
-//! The tokenizer follows llama.cpp's semantics, which is what the GGUF files were made for:
-//! special tokens are split out of the text first (control tokens only when `parse_special`
-//! is set, user-defined tokens always), every remaining fragment goes through the
-//! pre-tokenizer regexes selected by `tokenizer.ggml.pre`, then each pre-token is mapped to
-//! GPT-2's byte-level alphabet and merged by BPE rank. No prefix space is added.
+//! The tokenizer follows llama.cpp's semantics (`llama-vocab.cpp`), which is what the GGUF files
+//! were made for: special tokens are split out of the text first (control tokens only when
+//! `parse_special` is set, user-defined tokens always; Phi-3's special tokens swallow the
+//! whitespace after them, as llama.cpp sets for models named Phi-3). Then, by
+//! `tokenizer.ggml.model`:
+//!
+//! - `gpt2` (byte-level BPE): every remaining fragment goes through the pre-tokenizer regexes
+//!   selected by `tokenizer.ggml.pre`, each pre-token is mapped to GPT-2's byte-level alphabet
+//!   and merged by BPE rank. No prefix space is added.
+//! - `llama` (SentencePiece): spaces become U+2581, a fragment at the start or after a special
+//!   token gets one in front (`tokenizer.ggml.add_space_prefix`, default true), and pieces are
+//!   merged by score (`tokenizer.ggml.scores`), with bytes that no piece covers written as
+//!   `<0xNN>` tokens (see `spm.rs`). Decoding turns U+2581 back into spaces and drops the
+//!   prefix space of the first token.
+//!
+//! End-of-generation tokens are the metadata's eos/eot/eom ids plus the tokens llama.cpp
+//! recognises by name (`<|im_end|>`, `</s>`, `<|eot_id|>`, ...); those, and fill-in-the-middle
+//! tokens named as llama.cpp knows them, are treated as control tokens as llama.cpp does.
+
+mod spm;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +30,7 @@ use candle_core::quantized::gguf_file;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::{Error, Result};
+use spm::Spm;
 
 /// GPT-2's pre-tokenizer regex as llama.cpp writes it. `\s+(?!\S)` needs look-ahead; the
 /// splitter below rewrites it for the plain `regex` engine.
@@ -23,6 +40,13 @@ const GPT2_PATTERN: &str =
 /// Qwen2 / Qwen3's pre-tokenizer regex (case-insensitive contractions, single digits).
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen3.5's pre-tokenizer regex: Qwen2's with combining marks (`\p{M}`) kept inside words.
+const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// DeepSeek LLM's letter runs: Latin, Greek, Cyrillic, Armenian, Georgian, Cherokee and other
+/// cased scripts, each optionally after one whitespace (from its `tokenizer.json`).
+const DEEPSEEK_LLM_LETTERS: &str = r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+
 /// Llama 3's pre-tokenizer regex (digits in groups of up to three).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -31,17 +55,113 @@ const MAX_CACHED_WORD_BYTES: usize = 64;
 /// The word cache is cleared when it grows past this many entries.
 const MAX_CACHE_ENTRIES: usize = 100_000;
 
-/// Names of end-of-generation tokens that llama.cpp also treats as end of generation when
-/// they are control tokens, in addition to the ids the metadata names.
+/// Tokens llama.cpp 0.3.36 ends generation on when the vocabulary has them, whatever their
+/// type (it makes them control tokens).
 const END_OF_GENERATION_NAMES: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
 ];
+
+/// Fill-in-the-middle tokens llama.cpp recognises by name when the metadata does not give their
+/// id (`tokenizer.ggml.fim_*_token_id`, or the older `prefix`/`suffix`/`middle` keys): they
+/// become control tokens; the pad, repo and file-separator ones also end generation.
+const FILL_IN_THE_MIDDLE: &[(&[&str], &[&str], bool)] = &[
+    (
+        &[
+            "tokenizer.ggml.fim_pre_token_id",
+            "tokenizer.ggml.prefix_token_id",
+        ],
+        &[
+            "<|fim_prefix|>",
+            "<fim-prefix>",
+            "<fim_prefix>",
+            "<\u{ff5c}fim\u{2581}begin\u{ff5c}>",
+            "<PRE>",
+            "\u{2581}<PRE>",
+            "<|code_prefix|>",
+            "<|prefix|>",
+        ],
+        false,
+    ),
+    (
+        &[
+            "tokenizer.ggml.fim_suf_token_id",
+            "tokenizer.ggml.suffix_token_id",
+        ],
+        &[
+            "<|fim_suffix|>",
+            "<fim-suffix>",
+            "<fim_suffix>",
+            "<\u{ff5c}fim\u{2581}hole\u{ff5c}>",
+            "<SUF>",
+            "\u{2581}<SUF>",
+            "<|code_suffix|>",
+            "<|suffix|>",
+        ],
+        false,
+    ),
+    (
+        &[
+            "tokenizer.ggml.fim_mid_token_id",
+            "tokenizer.ggml.middle_token_id",
+        ],
+        &[
+            "<|fim_middle|>",
+            "<fim-middle>",
+            "<fim_middle>",
+            "<\u{ff5c}fim\u{2581}end\u{ff5c}>",
+            "<MID>",
+            "\u{2581}<MID>",
+            "<|code_middle|>",
+            "<|middle|>",
+        ],
+        false,
+    ),
+    (
+        &["tokenizer.ggml.fim_pad_token_id"],
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+        true,
+    ),
+    (
+        &["tokenizer.ggml.fim_rep_token_id"],
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+        true,
+    ),
+    (
+        &["tokenizer.ggml.fim_sep_token_id"],
+        &["<|file_sep|>"],
+        true,
+    ),
+];
+
+/// gpt-oss markers llama.cpp always renders as text (user-defined tokens).
+const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 /// What kind of vocabulary entry a token is (GGUF `tokenizer.ggml.token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,12 +340,39 @@ impl PreTokenizer {
             | "minerva-7b" => (&[r"\p{N}", GPT2_PATTERN], false),
             "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" | "phi-2" => (&[GPT2_PATTERN], false),
             "qwen2" | "stablelm2" | "deepseek-r1-qwen" => (&[QWEN2_PATTERN], false),
+            "qwen35" => (&[QWEN35_PATTERN], false),
+            "falcon" => (
+                &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2_PATTERN, "[0-9][0-9][0-9]"],
+                false,
+            ),
+            "deepseek-llm" => (
+                &[
+                    r"[\r\n]",
+                    DEEPSEEK_LLM_LETTERS,
+                    r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
+                    r"\s+$",
+                    "[一-龥ࠀ-一가-퟿]+",
+                    r"\p{N}+",
+                ],
+                false,
+            ),
+            "deepseek-coder" => (
+                &[
+                    r"[\r\n]",
+                    r"\s?\p{L}+",
+                    r"\s?\p{P}+",
+                    "[一-龥ࠀ-一가-퟿]+",
+                    r"\p{N}",
+                ],
+                false,
+            ),
             "llama3" | "llama-v3" | "llama-bpe" => (&[LLAMA3_PATTERN], true),
             other => {
                 return Err(Error::Tokenizer(format!(
                     "tokenizer.ggml.pre = `{other}` is not supported (supported: smollm, starcoder, \
                      refact, command-r, codeshell, exaone, minerva-7b, gpt-2, mpt, olmo, jais, \
-                     phi-2, qwen2, stablelm2, deepseek-r1-qwen, llama3, llama-bpe)"
+                     phi-2, qwen2, qwen35, stablelm2, deepseek-r1-qwen, deepseek-llm, deepseek-coder, falcon, \
+                     llama3, llama-bpe)"
                 )));
             }
         };
@@ -275,25 +422,50 @@ fn byte_level_alphabet() -> [char; 256] {
     table
 }
 
-/// A byte-level BPE tokenizer (GPT-2 family: SmolLM2, Qwen2/3, Llama 3, StarCoder, ...).
+/// A tokenizer: byte-level BPE (GPT-2 family: SmolLM2, Qwen2/3, Llama 3, StarCoder, ...) or
+/// SentencePiece (Llama 2, Mistral, Phi-3), equal to llama.cpp's (see the module docs).
 ///
-/// It is `Send + Sync`; encoding caches the BPE result of short words behind a lock.
+/// It is `Send + Sync`; BPE encoding caches the result of short words behind a lock.
 #[derive(Debug)]
 pub struct Tokenizer {
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     token_ids: HashMap<String, u32>,
+    /// Control, unknown and user-defined tokens, longest first.
+    specials: Vec<SpecialToken>,
+    model: Model,
+    eos_ids: Vec<u32>,
+    bos_id: Option<u32>,
+    add_bos: bool,
+}
+
+/// A token that is split out of the text before the model's own tokenization.
+#[derive(Debug)]
+struct SpecialToken {
+    text: String,
+    id: u32,
+    /// Control and unknown tokens are split out only when the caller parses special tokens.
+    needs_parse_special: bool,
+    /// Whitespace after the token is dropped (llama.cpp's `RSTRIP` attribute).
+    rstrip: bool,
+}
+
+/// How text between special tokens becomes ids.
+#[derive(Debug)]
+enum Model {
+    Bpe(Bpe),
+    Spm(Spm),
+}
+
+/// Byte-level BPE state.
+#[derive(Debug)]
+struct Bpe {
     /// (left, right) -> (rank, merged id)
     merges: HashMap<(u32, u32), (u32, u32)>,
     byte_ids: [Option<u32>; 256],
     char_to_byte: HashMap<char, u8>,
-    /// Special and user-defined tokens, longest first: (text, id, needs parse_special).
-    specials: Vec<(String, u32, bool)>,
     pre: PreTokenizer,
     ignore_merges: bool,
-    eos_ids: Vec<u32>,
-    bos_id: Option<u32>,
-    add_bos: bool,
     cache: RwLock<HashMap<String, Vec<u32>>>,
 }
 
@@ -351,21 +523,31 @@ impl Tokenizer {
         Self::from_gguf(&gguf.content)
     }
 
-    /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata
-    /// (`model = gpt2`, `tokens`, `merges`, `token_type`, `pre`, special token ids).
+    /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata: `model` (`gpt2` or
+    /// `llama`), `tokens`, `token_type`, special token ids, `add_bos_token`, and for `gpt2`
+    /// `merges` and `pre`, for `llama` `scores` and `add_space_prefix`.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
         let model = meta(content, "tokenizer.ggml.model")
             .and_then(|v| v.to_string().ok())
             .map(String::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer.ggml.model = `{model}` is not supported; only byte-level BPE (`gpt2`) is"
-            )));
+        let spm = match model {
+            "gpt2" => false,
+            "llama" => true,
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.ggml.model = `{other}` is not supported; byte-level BPE (`gpt2`) and SentencePiece (`llama`) are"
+                )));
+            }
+        };
+        let mut tokens = meta_strings(content, "tokenizer.ggml.tokens")?;
+        for (id, text) in tokens.iter_mut().enumerate() {
+            // llama.cpp names empty entries so that every token has a distinct text.
+            if text.is_empty() {
+                *text = format!("[EMPTY_{id}]");
+            }
         }
-        let tokens = meta_strings(content, "tokenizer.ggml.tokens")?;
-        let merges = meta_strings(content, "tokenizer.ggml.merges")?;
-        let kinds = match meta(content, "tokenizer.ggml.token_type") {
+        let mut kinds = match meta(content, "tokenizer.ggml.token_type") {
             Some(gguf_file::Value::Array(items)) => {
                 if items.len() != tokens.len() {
                     return Err(Error::Tokenizer(format!(
@@ -381,16 +563,20 @@ impl Tokenizer {
             }
             _ => vec![TokenKind::Normal; tokens.len()],
         };
+        let vocab_size = tokens.len();
         let pre_name = meta(content, "tokenizer.ggml.pre")
             .and_then(|v| v.to_string().ok())
             .map(String::as_str)
-            .unwrap_or("gpt-2");
-        let (pre, ignore_merges) = PreTokenizer::for_gguf_pre(pre_name)?;
-        let vocab_size = tokens.len();
-        let bos_id = meta_id(content, "tokenizer.ggml.bos_token_id", vocab_size);
+            .unwrap_or(if spm { "default" } else { "gpt-2" });
+        // llama.cpp's defaults when the metadata does not say.
+        let spm_default = |id: u32| spm.then_some(id).filter(|&id| (id as usize) < vocab_size);
+        let bos_id = meta_id(content, "tokenizer.ggml.bos_token_id", vocab_size).or(spm_default(1));
+        let unk_id =
+            meta_id(content, "tokenizer.ggml.unknown_token_id", vocab_size).or(spm_default(0));
+        let default_add_bos = spm || matches!(pre_name, "llama3" | "llama-v3" | "llama-bpe");
         let add_bos = meta(content, "tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+            .unwrap_or(default_add_bos);
         let mut eos_ids: Vec<u32> = [
             "tokenizer.ggml.eos_token_id",
             "tokenizer.ggml.eot_token_id",
@@ -399,34 +585,64 @@ impl Tokenizer {
         .iter()
         .filter_map(|key| meta_id(content, key, vocab_size))
         .collect();
-        let merge_pairs = merges
-            .iter()
-            .enumerate()
-            .map(|(rank, line)| {
-                line.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
+        if !content.metadata.contains_key("tokenizer.ggml.eos_token_id")
+            && let Some(eos) = spm_default(2)
+        {
+            eos_ids.insert(0, eos);
+        }
+        mark_special_names(content, &tokens, &mut kinds, &mut eos_ids);
+
+        let model = if spm {
+            let scores = match meta(content, "tokenizer.ggml.scores") {
+                Some(gguf_file::Value::Array(items)) if items.len() == vocab_size => items
+                    .iter()
+                    .map(|v| v.to_f32().ok().or_else(|| meta_int(v).map(|i| i as f32)))
+                    // -0.0 and 0.0 compare equal in llama.cpp's merge order.
+                    .map(|score| score.map(|s| s + 0.0))
+                    .collect::<Option<Vec<f32>>>()
                     .ok_or_else(|| {
-                        Error::Tokenizer(format!(
-                            "tokenizer.ggml.merges[{rank}] = `{line}` is not `left right`"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut tokenizer = Self::assemble(
-            tokens,
-            kinds,
-            merge_pairs,
-            pre,
-            ignore_merges,
-            bos_id,
-            add_bos,
-        )?;
-        for name in END_OF_GENERATION_NAMES {
-            if let Some(&id) = tokenizer.token_ids.get(*name)
-                && tokenizer.kinds[id as usize].is_special()
-            {
-                eos_ids.push(id);
+                        Error::Tokenizer("tokenizer.ggml.scores holds a non-number".into())
+                    })?,
+                Some(_) => {
+                    return Err(Error::Tokenizer(format!(
+                        "tokenizer.ggml.scores is not an array of {vocab_size} numbers"
+                    )));
+                }
+                None => vec![0.0; vocab_size],
+            };
+            ModelSpec::Spm(Box::new(Spm {
+                scores,
+                add_space_prefix: meta(content, "tokenizer.ggml.add_space_prefix")
+                    .and_then(|v| v.to_bool().ok())
+                    .unwrap_or(true),
+                byte_ids: [None; 256],
+                unk_id,
+            }))
+        } else {
+            let merges = meta_strings(content, "tokenizer.ggml.merges")?;
+            let merge_pairs = merges
+                .iter()
+                .enumerate()
+                .map(|(rank, line)| {
+                    line.split_once(' ')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .ok_or_else(|| {
+                            Error::Tokenizer(format!(
+                                "tokenizer.ggml.merges[{rank}] = `{line}` is not `left right`"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (pre, ignore_merges) = PreTokenizer::for_gguf_pre(pre_name)?;
+            ModelSpec::Bpe {
+                merges: merge_pairs,
+                pre,
+                ignore_merges,
             }
+        };
+        let mut tokenizer = Self::assemble(tokens, kinds, model, bos_id, add_bos)?;
+        if is_phi_3(content) {
+            tokenizer.strip_whitespace_after_specials();
         }
         dedup_keep_order(&mut eos_ids);
         tokenizer.eos_ids = eos_ids;
@@ -540,7 +756,12 @@ impl Tokenizer {
             ));
         }
 
-        let mut tokenizer = Self::assemble(tokens, kinds, merges, pre, ignore_merges, None, false)?;
+        let model = ModelSpec::Bpe {
+            merges,
+            pre,
+            ignore_merges,
+        };
+        let mut tokenizer = Self::assemble(tokens, kinds, model, None, false)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         tokenizer.read_sibling_configs(dir)?;
         Ok(tokenizer)
@@ -592,9 +813,7 @@ impl Tokenizer {
     fn assemble(
         tokens: Vec<String>,
         kinds: Vec<TokenKind>,
-        merge_pairs: Vec<(String, String)>,
-        pre: PreTokenizer,
-        ignore_merges: bool,
+        model: ModelSpec,
         bos_id: Option<u32>,
         add_bos: bool,
     ) -> Result<Self> {
@@ -602,9 +821,329 @@ impl Tokenizer {
             .map_err(|_| Error::Tokenizer("vocabulary larger than u32".into()))?;
         let mut token_ids = HashMap::with_capacity(tokens.len());
         for (id, text) in (0..vocab_size).zip(&tokens) {
-            // Keep the first id of a duplicated text, as llama.cpp does.
+            // Keep the first id of a duplicated text.
             token_ids.entry(text.clone()).or_insert(id);
         }
+        let model = match model {
+            ModelSpec::Bpe {
+                merges,
+                pre,
+                ignore_merges,
+            } => Model::Bpe(Bpe::new(&token_ids, &merges, pre, ignore_merges)),
+            ModelSpec::Spm(mut spm) => {
+                spm.byte_ids = Spm::byte_ids(&token_ids);
+                Model::Spm(*spm)
+            }
+        };
+        let mut specials: Vec<SpecialToken> = (0..vocab_size)
+            .zip(&kinds)
+            .filter(|(id, kind)| {
+                (kind.is_special() || **kind == TokenKind::UserDefined)
+                    && !tokens[*id as usize].is_empty()
+            })
+            .map(|(id, kind)| SpecialToken {
+                text: tokens[id as usize].clone(),
+                id,
+                needs_parse_special: kind.is_special(),
+                rstrip: false,
+            })
+            .collect();
+        specials.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then(a.id.cmp(&b.id)));
+        Ok(Self {
+            tokens,
+            kinds,
+            token_ids,
+            specials,
+            model,
+            eos_ids: Vec::new(),
+            bos_id,
+            add_bos,
+        })
+    }
+
+    /// llama.cpp's attributes for models named Phi-3: whitespace after a special token is part
+    /// of the token, except after `<unk>`, `<s>` and `<|endoftext|>`.
+    fn strip_whitespace_after_specials(&mut self) {
+        for special in &mut self.specials {
+            special.rstrip = !matches!(special.text.as_str(), "<unk>" | "<s>" | "<|endoftext|>");
+        }
+    }
+
+    /// Splits `text` at special tokens, longest first (see [`Tokenizer::encode`]).
+    fn split_specials(&self, text: &str, parse_special: bool) -> Vec<Piece> {
+        // llama.cpp makes no fragment of an empty text (so SentencePiece adds no prefix space).
+        if text.is_empty() {
+            return Vec::new();
+        }
+        let bytes = text.as_bytes();
+        let mut pieces = vec![Piece::Text(0, text.len())];
+        for special in &self.specials {
+            if special.needs_parse_special && !parse_special {
+                continue;
+            }
+            if !text.contains(special.text.as_str()) {
+                continue;
+            }
+            let mut next = Vec::with_capacity(pieces.len() + 2);
+            for piece in pieces {
+                let Piece::Text(start, end) = piece else {
+                    next.push(piece);
+                    continue;
+                };
+                let mut cursor = start;
+                while let Some(offset) = text[cursor..end].find(special.text.as_str()) {
+                    let at = cursor + offset;
+                    if at > cursor {
+                        next.push(Piece::Text(cursor, at));
+                    }
+                    next.push(Piece::Special(special.id));
+                    cursor = at + special.text.len();
+                    if special.rstrip {
+                        // C's isspace, as llama.cpp tests it.
+                        while cursor < end && matches!(bytes[cursor], b' ' | b'\t'..=b'\r') {
+                            cursor += 1;
+                        }
+                    }
+                }
+                if cursor < end {
+                    next.push(Piece::Text(cursor, end));
+                }
+            }
+            pieces = next;
+        }
+        pieces
+    }
+
+    /// Token ids of `text`. With `parse_special`, control tokens written in the text (such as
+    /// `<|im_start|>`) become their ids; without it they are tokenized as plain text.
+    /// User-defined added tokens are always recognised. No BOS is added: see
+    /// [`Tokenizer::add_bos`]. A SentencePiece vocabulary adds its prefix space (see the module
+    /// docs).
+    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        let normalized;
+        let text = match &self.model {
+            Model::Bpe(bpe) if bpe.pre.nfc => {
+                normalized = text.nfc().collect::<String>();
+                normalized.as_str()
+            }
+            _ => text,
+        };
+        let pieces = self.split_specials(text, parse_special);
+        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        match &self.model {
+            Model::Bpe(bpe) => {
+                let mut word = String::new();
+                let alphabet = byte_level_alphabet_cached();
+                for (index, piece) in pieces.into_iter().enumerate() {
+                    match piece {
+                        Piece::Special(id) => ids.push(id),
+                        Piece::Text(start, end) => {
+                            let owned;
+                            let fragment = if index == 0
+                                && bpe.pre.add_prefix_space
+                                && !text[start..end].starts_with(' ')
+                            {
+                                owned = format!(" {}", &text[start..end]);
+                                owned.as_str()
+                            } else {
+                                &text[start..end]
+                            };
+                            for (word_start, word_end) in bpe.pre.split(fragment) {
+                                word.clear();
+                                for &byte in &fragment.as_bytes()[word_start..word_end] {
+                                    word.push(alphabet[byte as usize]);
+                                }
+                                bpe.encode_word(&word, &self.token_ids, &mut ids)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Model::Spm(spm) => {
+                let mut after_special = true;
+                let mut escaped = String::new();
+                for piece in pieces {
+                    match piece {
+                        Piece::Special(id) => {
+                            ids.push(id);
+                            after_special = true;
+                        }
+                        Piece::Text(start, end) => {
+                            escaped.clear();
+                            if spm.add_space_prefix && after_special {
+                                escaped.push(spm::SPACE);
+                            }
+                            for c in text[start..end].chars() {
+                                escaped.push(if c == ' ' { spm::SPACE } else { c });
+                            }
+                            spm.encode(&escaped, &self.token_ids, &mut ids)?;
+                            after_special = false;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Text of `ids` decoded as one sequence, so multi-byte characters split over tokens come
+    /// out whole; invalid UTF-8 becomes U+FFFD. Special tokens are written as their text unless
+    /// `skip_special`. A SentencePiece vocabulary that adds a prefix space drops the leading
+    /// space of the first token, as llama.cpp does.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let strip_first_space = matches!(&self.model, Model::Spm(spm) if spm.add_space_prefix);
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for (index, &id) in ids.iter().enumerate() {
+            let start = bytes.len();
+            self.push_piece(id, skip_special, &mut bytes)?;
+            if index == 0 && strip_first_space && bytes.get(start) == Some(&b' ') {
+                bytes.remove(start);
+            }
+        }
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    /// Appends the bytes token `id` stands for.
+    fn push_piece(&self, id: u32, skip_special: bool, out: &mut Vec<u8>) -> Result<()> {
+        let (Some(text), Some(kind)) = (self.tokens.get(id as usize), self.kinds.get(id as usize))
+        else {
+            return Err(Error::InvalidParameter {
+                parameter: "ids",
+                reason: format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    self.tokens.len()
+                ),
+            });
+        };
+        match (kind, &self.model) {
+            (k, _) if k.is_special() => {
+                if !skip_special {
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+            (TokenKind::UserDefined, _) => out.extend_from_slice(text.as_bytes()),
+            (_, Model::Bpe(bpe)) => {
+                for c in text.chars() {
+                    match bpe.char_to_byte.get(&c) {
+                        Some(&byte) => out.push(byte),
+                        None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+            }
+            (TokenKind::Byte, Model::Spm(_)) => {
+                match text
+                    .strip_prefix("<0x")
+                    .and_then(|hex| hex.strip_suffix('>'))
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                {
+                    Some(byte) => out.push(byte),
+                    None => out.extend_from_slice(text.as_bytes()),
+                }
+            }
+            (TokenKind::Unused, Model::Spm(_)) => {}
+            (_, Model::Spm(_)) => {
+                for c in text.chars() {
+                    if c == spm::SPACE {
+                        out.push(b' ');
+                    } else {
+                        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw vocabulary entry of `id` (byte-level form such as `Ġthe` for " the" in BPE
+    /// vocabularies, `▁the` in SentencePiece ones).
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The id of a vocabulary entry given in its raw form (see [`Tokenizer::token_text`]).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.token_ids.get(text).copied()
+    }
+
+    /// Whether `id` is a special (control or unknown) token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.kinds
+            .get(id as usize)
+            .is_some_and(|kind| kind.is_special())
+    }
+
+    /// Number of vocabulary entries (ids are `0..vocab_size`).
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether this is a SentencePiece vocabulary (`tokenizer.ggml.model = llama`).
+    pub fn is_sentencepiece(&self) -> bool {
+        matches!(self.model, Model::Spm(_))
+    }
+
+    /// The decoded text of every token, indexed by id (special tokens as their text, a
+    /// SentencePiece token's space marker as a space). (An LLM judge reads single candidates
+    /// through `LogprobModel::token_text` instead.)
+    pub fn decoded_vocabulary(&self) -> Vec<String> {
+        let mut piece = Vec::new();
+        (0..self.tokens.len() as u32)
+            .map(|id| {
+                piece.clear();
+                match self.push_piece(id, false, &mut piece) {
+                    Ok(()) => String::from_utf8_lossy(&piece).into_owned(),
+                    Err(_) => String::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Tokens that end generation: the metadata's eos (first), eot and eom ids, plus tokens
+    /// named like end-of-turn markers (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, `</s>`,
+    /// ...) and fill-in-the-middle pad/repo/file-separator tokens, as llama.cpp does.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// The begin-of-sequence token, if the tokenizer names one.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// Whether a prompt should start with the BOS token (`tokenizer.ggml.add_bos_token`; when
+    /// absent, llama.cpp's default: true for SentencePiece and Llama 3 vocabularies).
+    pub fn add_bos(&self) -> bool {
+        self.add_bos && self.bos_id.is_some()
+    }
+}
+
+/// A part of the text to encode: a range of plain text, or a special token found in it.
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    Text(usize, usize),
+    Special(u32),
+}
+
+/// A model's settings before the vocabulary's ids are known.
+enum ModelSpec {
+    Bpe {
+        merges: Vec<(String, String)>,
+        pre: PreTokenizer,
+        ignore_merges: bool,
+    },
+    Spm(Box<Spm>),
+}
+
+impl Bpe {
+    fn new(
+        token_ids: &HashMap<String, u32>,
+        merge_pairs: &[(String, String)],
+        pre: PreTokenizer,
+        ignore_merges: bool,
+    ) -> Self {
         let alphabet = byte_level_alphabet();
         let mut byte_ids = [None; 256];
         let mut char_to_byte = HashMap::with_capacity(256);
@@ -623,115 +1162,27 @@ impl Tokenizer {
             };
             merges.entry((l, r)).or_insert((rank as u32, merged));
         }
-        let mut specials: Vec<(String, u32, bool)> = (0..vocab_size)
-            .zip(&kinds)
-            .filter(|(id, kind)| {
-                (kind.is_special() || **kind == TokenKind::UserDefined)
-                    && !tokens[*id as usize].is_empty()
-            })
-            .map(|(id, kind)| (tokens[id as usize].clone(), id, kind.is_special()))
-            .collect();
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        Ok(Self {
-            tokens,
-            kinds,
-            token_ids,
+        Self {
             merges,
             byte_ids,
             char_to_byte,
-            specials,
             pre,
             ignore_merges,
-            eos_ids: Vec::new(),
-            bos_id,
-            add_bos,
             cache: RwLock::new(HashMap::new()),
-        })
+        }
     }
 
-    /// Token ids of `text`. With `parse_special`, control tokens written in the text (such as
-    /// `<|im_start|>`) become their ids; without it they are tokenized as plain text.
-    /// User-defined added tokens are always recognised. No BOS is added: see
-    /// [`Tokenizer::add_bos`].
-    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        enum Piece {
-            Text(usize, usize),
-            Special(u32),
-        }
-        let normalized;
-        let text = if self.pre.nfc {
-            normalized = text.nfc().collect::<String>();
-            normalized.as_str()
-        } else {
-            text
-        };
-        let mut pieces = vec![Piece::Text(0, text.len())];
-        for (special, id, needs_parse_special) in &self.specials {
-            if *needs_parse_special && !parse_special {
-                continue;
-            }
-            if !text.contains(special.as_str()) {
-                continue;
-            }
-            let mut next = Vec::with_capacity(pieces.len() + 2);
-            for piece in pieces {
-                let Piece::Text(start, end) = piece else {
-                    next.push(piece);
-                    continue;
-                };
-                let mut cursor = start;
-                for (offset, _) in text[start..end].match_indices(special.as_str()) {
-                    let at = start + offset;
-                    if at > cursor {
-                        next.push(Piece::Text(cursor, at));
-                    }
-                    next.push(Piece::Special(*id));
-                    cursor = at + special.len();
-                }
-                if cursor < end {
-                    next.push(Piece::Text(cursor, end));
-                }
-            }
-            pieces = next;
-        }
-
-        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-        let mut first = true;
-        let mut word = String::new();
-        let alphabet = byte_level_alphabet_cached();
-        for piece in pieces {
-            match piece {
-                Piece::Special(id) => ids.push(id),
-                Piece::Text(start, end) => {
-                    let owned;
-                    let fragment =
-                        if first && self.pre.add_prefix_space && !text[start..end].starts_with(' ')
-                        {
-                            owned = format!(" {}", &text[start..end]);
-                            owned.as_str()
-                        } else {
-                            &text[start..end]
-                        };
-                    for (word_start, word_end) in self.pre.split(fragment) {
-                        word.clear();
-                        for &byte in &fragment.as_bytes()[word_start..word_end] {
-                            word.push(alphabet[byte as usize]);
-                        }
-                        self.encode_word(&word, &mut ids)?;
-                    }
-                }
-            }
-            first = false;
-        }
-        Ok(ids)
-    }
-
-    fn encode_word(&self, word: &str, out: &mut Vec<u32>) -> Result<()> {
+    fn encode_word(
+        &self,
+        word: &str,
+        token_ids: &HashMap<String, u32>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         if word.is_empty() {
             return Ok(());
         }
         if self.ignore_merges
-            && let Some(&id) = self.token_ids.get(word)
+            && let Some(&id) = token_ids.get(word)
         {
             out.push(id);
             return Ok(());
@@ -786,92 +1237,93 @@ impl Tokenizer {
             symbols.remove(index + 1);
         }
     }
+}
 
-    /// Text of `ids`, byte-level decoded as one sequence so multi-byte characters split over
-    /// tokens come out whole; invalid UTF-8 becomes U+FFFD. Special tokens are written as their
-    /// text unless `skip_special`.
-    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        let mut bytes = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            let (Some(text), Some(kind)) =
-                (self.tokens.get(id as usize), self.kinds.get(id as usize))
-            else {
-                return Err(Error::InvalidParameter {
-                    parameter: "ids",
-                    reason: format!(
-                        "token id {id} is outside the vocabulary of {}",
-                        self.tokens.len()
-                    ),
-                });
-            };
-            match kind {
-                k if k.is_special() => {
-                    if !skip_special {
-                        bytes.extend_from_slice(text.as_bytes());
-                    }
-                }
-                TokenKind::UserDefined => bytes.extend_from_slice(text.as_bytes()),
-                _ => {
-                    for c in text.chars() {
-                        match self.char_to_byte.get(&c) {
-                            Some(&byte) => bytes.push(byte),
-                            None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-                        }
-                    }
-                }
-            }
-        }
-        Ok(match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+/// Whether llama.cpp applies its Phi-3 token attributes: `general.name` contains `phi-3` or
+/// `phi3`, in any case.
+fn is_phi_3(content: &gguf_file::Content) -> bool {
+    meta(content, "general.name")
+        .and_then(|v| v.to_string().ok())
+        .is_some_and(|name| {
+            let name = name.to_lowercase();
+            name.contains("phi-3") || name.contains("phi3")
         })
-    }
+}
 
-    /// The raw vocabulary entry of `id` (byte-level form, e.g. `Ġthe` for " the").
-    pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+/// The token types and end-of-generation set llama.cpp derives from token names (see the
+/// module docs and [`END_OF_GENERATION_NAMES`], [`FILL_IN_THE_MIDDLE`]).
+fn mark_special_names(
+    content: &gguf_file::Content,
+    tokens: &[String],
+    kinds: &mut [TokenKind],
+    eos_ids: &mut Vec<u32>,
+) {
+    let wanted: std::collections::HashSet<&str> = END_OF_GENERATION_NAMES
+        .iter()
+        .chain(
+            FILL_IN_THE_MIDDLE
+                .iter()
+                .flat_map(|(_, names, _)| names.iter()),
+        )
+        .chain(ALWAYS_RENDERED)
+        .copied()
+        .chain(["<|plamo:eos|>"])
+        .collect();
+    let mut named: HashMap<&str, u32> = HashMap::new();
+    for (id, text) in tokens.iter().enumerate() {
+        if wanted.contains(text.as_str()) {
+            named.entry(text.as_str()).or_insert(id as u32);
+        }
     }
-
-    /// The id of a vocabulary entry given in its raw (byte-level) form.
-    pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.token_ids.get(text).copied()
+    let mut make_control = |id: u32| {
+        let kind = &mut kinds[id as usize];
+        if !kind.is_special() {
+            *kind = TokenKind::Control;
+        }
+    };
+    for (keys, names, ends_generation) in FILL_IN_THE_MIDDLE {
+        let from_metadata = keys
+            .iter()
+            .find_map(|key| meta_id(content, key, tokens.len()));
+        let id = match from_metadata {
+            Some(id) => Some(id),
+            None => names
+                .iter()
+                .find_map(|name| named.get(name).copied())
+                .inspect(|&id| make_control(id)),
+        };
+        if let Some(id) = id
+            && *ends_generation
+        {
+            eos_ids.push(id);
+        }
     }
-
-    /// Whether `id` is a special (control or unknown) token.
-    pub fn is_special(&self, id: u32) -> bool {
-        self.kinds
-            .get(id as usize)
-            .is_some_and(|kind| kind.is_special())
+    for name in END_OF_GENERATION_NAMES {
+        if let Some(&id) = named.get(name) {
+            make_control(id);
+            eos_ids.push(id);
+        }
     }
-
-    /// Number of vocabulary entries (ids are `0..vocab_size`).
-    pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+    for name in ALWAYS_RENDERED {
+        if let Some(&id) = named.get(name) {
+            kinds[id as usize] = TokenKind::UserDefined;
+        }
     }
-
-    /// The decoded text of every token, indexed by id (special tokens as their text). (An LLM
-    /// judge reads single candidates through `LogprobModel::token_text` instead.)
-    pub fn decoded_vocabulary(&self) -> Vec<String> {
-        (0..self.tokens.len() as u32)
-            .map(|id| self.decode(&[id], false).unwrap_or_default())
-            .collect()
+    let ends = |name: &str, eos_ids: &[u32]| named.get(name).is_some_and(|id| eos_ids.contains(id));
+    // Harmony (gpt-oss) and Solar Open end turns with other tokens than `<|end|>`.
+    if ((ends("<|return|>", eos_ids) && ends("<|call|>", eos_ids))
+        || (ends("<|calls|>", eos_ids) && ends("<|flush|>", eos_ids)))
+        && let Some(&end) = named.get("<|end|>")
+    {
+        eos_ids.retain(|&id| id != end);
+        kinds[end as usize] = TokenKind::UserDefined;
     }
-
-    /// Tokens that end generation: the metadata's eos (first), eot and eom ids, plus control
-    /// tokens named like end-of-turn markers (`<|im_end|>`, `<|endoftext|>`, `<|eot_id|>`, ...),
-    /// as llama.cpp does.
-    pub fn eos_token_ids(&self) -> &[u32] {
-        &self.eos_ids
-    }
-
-    /// The begin-of-sequence token, if the tokenizer names one.
-    pub fn bos_token_id(&self) -> Option<u32> {
-        self.bos_id
-    }
-
-    /// Whether a prompt should start with the BOS token (`tokenizer.ggml.add_bos_token`).
-    pub fn add_bos(&self) -> bool {
-        self.add_bos && self.bos_id.is_some()
+    // Gemma 4 and PLaMo have a plain `</s>`.
+    if (ends("<|tool_response>", eos_ids) || ends("<|plamo:eos|>", eos_ids))
+        && let Some(&s) = named.get("</s>")
+    {
+        eos_ids.retain(|&id| id != s);
+        kinds[s as usize] = TokenKind::Normal;
     }
 }
 
