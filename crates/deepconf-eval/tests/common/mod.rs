@@ -72,6 +72,7 @@ pub fn benign() -> Vec<Instance> {
             file: "tests".into(),
             row: row + 1,
         },
+        dataset: None,
     })
     .collect()
 }
