@@ -1,7 +1,9 @@
 //! Project automation, run through the `cargo xtask` alias:
 //!
 //! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF)
-//! - `cargo xtask fetch-data harmbench`: the real HarmBench behaviour CSVs
+//! - `cargo xtask fetch-data [all|harmbench|strongreject|overrefusal]`: the real benchmark data
+//!   (HarmBench behaviours, StrongREJECT's forbidden prompts, benign over-refusal probes); all of
+//!   it without an argument
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
 //! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
 //! - `cargo xtask demo`: fetch model and data if missing, then run the `harmbench` example
@@ -23,7 +25,7 @@ fn main() -> Result<()> {
             println!("{}", path.display());
         }
         "fetch-data" => {
-            let which = rest.first().map(String::as_str).unwrap_or("harmbench");
+            let which = rest.first().map(String::as_str).unwrap_or("all");
             for path in assets::fetch_data(which)? {
                 println!("{}", path.display());
             }
@@ -45,7 +47,8 @@ fn main() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   fetch-model          download and verify the default model into the cache, print its path
-  fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
+  fetch-data [SET]     download and verify benchmark data into the cache, print the paths;
+                       SET: all (default), harmbench, strongreject, overrefusal
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
   demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
@@ -68,7 +71,7 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
-    assets::fetch_data("harmbench")?;
+    assets::fetch_data("all")?;
     assets::ensure_llama_cpp_server()?;
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])
