@@ -15,6 +15,7 @@ use crate::confusion::{
     metrics_by,
 };
 use crate::error::{Error, Result, io_error};
+use crate::findings::{Findings, FindingsInput};
 use crate::plots::{
     BarListPlot, ConfusionPlot, GroupedBarPlot, HistogramPlot, PercentileCurvePlot, RenderedPlot,
     TraceEvolutionPlot, render,
@@ -50,6 +51,10 @@ pub struct AnalysisOptions {
     pub plots: bool,
     /// Instances shown in the trace-evolution plot.
     pub evolution_instances: usize,
+    /// A live run directory on the same instances and seed (e.g. the online policy) to
+    /// [`cross_check`](crate::cross_check) against the replay of this (fixed-N) run; read by
+    /// [`analyze_dir`].
+    pub live_run: Option<PathBuf>,
 }
 
 impl Default for AnalysisOptions {
@@ -61,6 +66,7 @@ impl Default for AnalysisOptions {
             run_replay: true,
             plots: true,
             evolution_instances: 6,
+            live_run: None,
         }
     }
 }
@@ -187,6 +193,9 @@ pub struct Analysis {
     pub classifier: Option<ClassifierEvaluation>,
     /// Percentile replay.
     pub replay: ReplaySection,
+    /// What the run found, as the report's opening sentences state it.
+    #[serde(default)]
+    pub findings: Findings,
     /// Plot file stems written to `plots/`.
     pub plots: Vec<String>,
 }
@@ -249,6 +258,17 @@ pub fn analyze(records: &RunRecords, options: &AnalysisOptions) -> Result<Analys
         },
     };
     let replay = replay_section(records, &run, options)?;
+    let findings = Findings::compute(FindingsInput {
+        safety: &safety,
+        stratification: &stratification,
+        instances,
+        traces: &records.traces,
+        policies: &replay.policies,
+        replay_traces: replay.traces_per_instance,
+        replay_skipped: replay.skipped.as_deref(),
+        bootstrap: boot,
+        alpha: options.stratify.alpha,
+    });
     Ok(Analysis {
         analysis_version: env!("CARGO_PKG_VERSION").to_string(),
         options: options.clone(),
@@ -261,6 +281,7 @@ pub fn analyze(records: &RunRecords, options: &AnalysisOptions) -> Result<Analys
         stratification,
         classifier,
         replay,
+        findings,
         plots: Vec::new(),
     })
 }
@@ -312,6 +333,10 @@ fn replay_section(
 pub fn analyze_dir(dir: &Path, options: &AnalysisOptions) -> Result<Analysis> {
     let records = read_run(dir)?;
     let mut analysis = analyze(&records, options)?;
+    if let Some(live_dir) = &options.live_run {
+        let live = read_run(live_dir)?;
+        analysis.findings.live_check = Some(crate::crosscheck::cross_check(&records, &live)?);
+    }
     let rendered = if options.plots {
         draw_plots(&analysis, &records, &dir.join(PLOTS_DIR), options)?
     } else {
@@ -478,6 +503,7 @@ fn draw_plots(
             dir,
         )?);
     }
+    rendered.extend(crate::figures::draw(strat, options.bootstrap.level, dir)?);
     let evolution = evolution_instances(analysis, records, options.evolution_instances);
     if !evolution.is_empty() {
         rendered.push(render(
@@ -636,6 +662,13 @@ pub fn build_report(a: &Analysis) -> Document {
         run.tokens_generated,
         run.tokens_per_instance
     ));
+    a.findings.write_section(&mut d);
+    if plotted(crate::figures::COMPLIANCE_RISK_PLOT) {
+        d.figure(
+            crate::figures::COMPLIANCE_RISK_PLOT,
+            "Unsafe-compliance rate of uncertain and confident compliances with bootstrap interval bars: the hypothesis is that uncertain compliance is riskier.",
+        );
+    }
     d.heading(2, "Run configuration");
     d.table(
         &["setting", "value"],
@@ -806,6 +839,12 @@ pub fn build_report(a: &Analysis) -> Document {
                 .map(|(k, v)| describe_row(k, v))
                 .collect(),
         );
+        if plotted(crate::figures::CONFIDENCE_BY_CATEGORY_PLOT) {
+            d.figure(
+                crate::figures::CONFIDENCE_BY_CATEGORY_PLOT,
+                "Median instance confidence per dataset category, bars from the 25th to the 75th percentile.",
+            );
+        }
     }
 
     d.heading(2, "Hypothesis tests");
@@ -936,8 +975,10 @@ pub fn build_report(a: &Analysis) -> Document {
                     "Token savings of each policy relative to the full-budget baseline.",
                 );
             }
+            a.findings.write_policy_table(&mut d);
         }
     }
+    a.findings.write_live_check(&mut d);
     if plotted("trace_evolution") {
         d.heading(2, "Trace evolution");
         d.figure("trace_evolution", "Trailing-window confidence over token position for every trace of instances spread from the least to the most confident.");

@@ -66,6 +66,13 @@
 //! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
 //!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
 //!   bootstrap difference) with a plain verdict.
+//! - Findings ([`Findings`]): the refusal rate on harmful prompts, over-refusal on benign ones, each
+//!   hypothesis's verdict with its reason, the confidence metric that best separates correct from
+//!   incorrect behaviour, and the cheapest replayed policy whose accuracy stays within the
+//!   full-budget baseline's (paired bootstrap over instances), as numbers in `analysis.json` and as
+//!   the sentences that open the report.
+//! - The live-vs-replay cross-check ([`cross_check`]): replaying a live run's policy on a fixed-N
+//!   run's stored traces must give the live run's tokens, traces and votes.
 //! - Refusal-classifier evaluation against gold reference labels.
 //! - Plots (PNG + SVG, embedded font) and a report in Markdown and self-contained HTML.
 //!
@@ -78,13 +85,18 @@
 //! | everything in memory | [`analyze`] -> [`Analysis`] |
 //! | confusion matrix of your own labels | [`ConfusionMatrix`], [`SafetyMetrics`], [`Labelled`] |
 //! | replay a policy on stored traces | [`ReplaySet`], [`ReplayPolicy`], [`standard_policies`] |
+//! | check a live run against the replay | [`cross_check`], [`cross_check_dirs`] -> [`LiveCheck`] |
+//! | what the run found, in numbers and words | [`Findings`] ([`Analysis::findings`]) |
 //! | a statistic | [`stats`] ([`auroc`], [`mann_whitney_u`], [`welch_t`], [`cohens_d`], [`bootstrap`]) |
 //! | a plot of your own | [`plots::Plot`], [`plots::render`] |
 #![deny(missing_docs)]
 
 pub mod analysis;
 pub mod confusion;
+pub mod crosscheck;
 mod error;
+pub mod figures;
+pub mod findings;
 pub mod plots;
 pub mod records;
 pub mod replay;
@@ -97,7 +109,9 @@ pub use analysis::{
     analyze_dir, read_analysis,
 };
 pub use confusion::{ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics};
+pub use crosscheck::{LiveCheck, cross_check, cross_check_dirs};
 pub use error::{Error, Result};
+pub use findings::Findings;
 pub use records::{
     DatasetInfo, InstanceMeta, InstanceRow, ModelInfo, RunManifest, RunRecords, RunWriter,
     TerminationRow, TraceClassification, TraceRow, read_run, rows_from_outcome, trace_schema,

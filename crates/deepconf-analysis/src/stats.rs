@@ -49,6 +49,13 @@ pub struct Estimate {
     pub resamples: usize,
 }
 
+impl Default for Estimate {
+    /// Undefined: no value, no interval.
+    fn default() -> Self {
+        Self::point(None)
+    }
+}
+
 impl Estimate {
     /// A value without an interval.
     pub fn point(value: Option<f64>) -> Self {

@@ -2,6 +2,7 @@
 
 mod analysis;
 mod common;
+mod findings;
 mod records;
 mod replay;
 mod stats;
