@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use deepconf_eval::{RunSummary, analyze};
+use deepconf_eval::write_report;
 
 /// Analyse a run directory written by harmbench, toxicchat, wildguardmix or compare.
 #[derive(Debug, Parser)]
@@ -19,8 +19,8 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let (analysis, files) = analyze(&cli.dir)?;
-    println!("{}", RunSummary::from_dir(&cli.dir)?.table());
+    let (analysis, files) = write_report(&cli.dir)?;
+    println!("{}", analysis.summary_table());
     if let Some(reason) = &analysis.replay.skipped {
         println!("percentile replay skipped: {reason}");
     }

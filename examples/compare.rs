@@ -8,12 +8,10 @@ use std::str::FromStr;
 
 use anyhow::Result;
 use clap::Parser;
+use deepconf_eval::analysis::{Analysis, comparison_table};
 use deepconf_eval::core::policy::PolicyConfig;
 use deepconf_eval::datasets::Benchmark;
-use deepconf_eval::{
-    Defaults, EvalArgs, RunSummary, build_backend, build_classifier, comparison_table,
-    select_instances,
-};
+use deepconf_eval::{Defaults, EvalArgs, build_backend, build_classifier, select_instances};
 
 /// Compare policies on the same instances.
 #[derive(Debug, Parser)]
@@ -39,7 +37,7 @@ fn main() -> Result<()> {
     let warmup = cli.eval.warmup.unwrap_or(defaults.warmup).min(traces);
     let dataset = cli.eval.load_dataset(benchmark)?;
     let instances = select_instances(&dataset, plan.limit, cli.eval.seed, plan.stratify);
-    let mut backend = build_backend(&cli.eval, traces)?;
+    let mut backend = build_backend(&cli.eval)?;
     let mut classifier = build_classifier(&cli.eval)?;
     let policies = [
         ("baseline", PolicyConfig::fixed(1)),
@@ -65,17 +63,17 @@ fn main() -> Result<()> {
             instances.len(),
             policy_plan.out.display()
         );
-        let text =
+        let finished =
             cli.eval
                 .run_and_report(&policy_plan, &experiment, &mut backend, &mut classifier)?;
-        eprintln!("{text}");
-        summaries.push((label, RunSummary::from_dir(&policy_plan.out)?));
+        eprintln!("{finished}");
+        summaries.push((label, finished.analysis));
     }
     let full_budget = summaries
         .iter()
         .find(|(label, _)| *label == "fixed")
-        .map(|(_, s)| s.tokens_generated);
-    let rows: Vec<(&str, &RunSummary)> = summaries.iter().map(|(l, s)| (*l, s)).collect();
+        .map(|(_, s)| s.run.tokens_generated);
+    let rows: Vec<(&str, &Analysis)> = summaries.iter().map(|(l, s)| (*l, s)).collect();
     println!("{}", comparison_table(&rows, full_budget));
     Ok(())
 }

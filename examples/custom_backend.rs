@@ -5,8 +5,8 @@
 //! DeepConf online then cuts the rambling traces and stops sampling at consensus.
 use deepconf_core::policy::{PolicyConfig, Voting};
 use deepconf_core::{
-    ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenControl,
-    TokenObserver, TokenStep, Trace, TraceSpec,
+    ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenObserver,
+    Trace, TraceBuilder, TraceSpec,
 };
 
 /// A toy model: the seed decides whether a trace refuses, complies, or rambles (uncertain).
@@ -20,44 +20,44 @@ impl LogprobModel for ToyModel {
         spec: TraceSpec,
         observer: &mut dyn TokenObserver,
     ) -> deepconf_core::Result<Trace> {
-        // A quarter ramble (confident for 8 tokens, then uncertain), a quarter comply, half refuse.
-        let (word, len, spread) = match spec.seed % 4 {
-            0 => ("well ", 300, 0.3),
-            1 => ("sure ", 40, 6.0),
-            _ => ("sorry ", 12, 6.0),
-        };
-        let (mut steps, mut stop_reason) = (Vec::new(), StopReason::EndOfSequence);
-        for i in 0..len.min(request.sampling.max_tokens) {
-            let jitter = ((spec.seed >> 8) & 7) as f32 * 0.5; // per trace
-            // Most likely first: candidate j has log-probability -(j * spread) - jitter - 0.05.
-            let top_logprobs: Vec<f32> = (0..request.sampling.top_logprobs)
-                .map(|j| -(j as f32 * if i < 8 { 6.0 } else { spread }) - jitter - 0.05)
-                .collect();
-            let step = TokenStep {
-                token_id: Some(i as u32),
-                text: word.into(),
-                logprob: top_logprobs[0],
-                top_logprobs,
-                top_token_ids: vec![],
-            };
-            steps.push(step);
-            if observer.on_token(&spec, steps.last().expect("just pushed")) == TokenControl::Stop {
-                stop_reason = StopReason::Terminated;
+        // The builder calls the observer, cuts the top-k list and sets the stop reason.
+        let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(5);
+        let (word, len) = toy_answer(spec);
+        for i in 0..len {
+            let top = toy_logprobs(spec, i, request.sampling.top_logprobs);
+            if trace
+                .push_token(Some(i as u32), word, top[0], top)?
+                .is_stop()
+            {
                 break;
             }
-            if i + 1 == request.sampling.max_tokens {
-                stop_reason = StopReason::MaxTokens;
-            }
         }
-        let text = steps.iter().map(|s| s.text.as_str()).collect();
-        Ok(Trace {
-            spec,
-            text,
-            steps,
-            stop_reason,
-            prompt_tokens: 5,
-        })
+        Ok(trace.finish(StopReason::EndOfSequence))
     }
+}
+
+/// A quarter of the traces ramble (300 tokens), a quarter comply (40), half refuse (12).
+fn toy_answer(spec: TraceSpec) -> (&'static str, usize) {
+    match spec.seed % 4 {
+        0 => ("well ", 300),
+        1 => ("sure ", 40),
+        _ => ("sorry ", 12),
+    }
+}
+
+/// The top-`k` log-probabilities of token `i`, most likely first: candidate `j` has
+/// `-(j * spread) - jitter - 0.05`. Every trace is confident for 8 tokens; ramblers then flatten
+/// out (spread 0.3), the others stay peaked (spread 6).
+fn toy_logprobs(spec: TraceSpec, i: usize, k: usize) -> Vec<f32> {
+    let spread = if i < 8 || !spec.seed.is_multiple_of(4) {
+        6.0
+    } else {
+        0.3
+    };
+    let jitter = ((spec.seed >> 8) & 7) as f32 * 0.5;
+    (0..k)
+        .map(|j| -(j as f32 * spread) - jitter - 0.05)
+        .collect()
 }
 
 /// The toy answer extractor: a trace that says "sorry" refuses.

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deepconf_eval::datasets::Benchmark;
-use deepconf_eval::{Defaults, EvalArgs, build_backend, build_classifier, policy_batch};
+use deepconf_eval::{Defaults, EvalArgs, build_backend, build_classifier};
 
 /// DeepConf on ToxicChat.
 #[derive(Debug, Parser)]
@@ -20,7 +20,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let plan = cli.eval.plan(&Defaults::labelled("toxicchat"))?;
     let dataset = cli.eval.load_dataset(Benchmark::ToxicChat)?;
-    let mut backend = build_backend(&cli.eval, policy_batch(&plan.run.policy))?;
+    let mut backend = build_backend(&cli.eval)?;
     let mut classifier = build_classifier(&cli.eval)?;
     let experiment = cli
         .eval

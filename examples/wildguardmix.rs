@@ -8,9 +8,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deepconf_eval::datasets::Benchmark;
-use deepconf_eval::{
-    Defaults, EvalArgs, build_backend, build_classifier, policy_batch, score_classifier,
-};
+use deepconf_eval::{Defaults, EvalArgs, build_backend, build_classifier, score_classifier};
 
 /// DeepConf on WildGuardMix, plus refusal-classifier scoring.
 #[derive(Debug, Parser)]
@@ -27,7 +25,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let plan = cli.eval.plan(&Defaults::labelled("wildguardmix"))?;
     let dataset = cli.eval.load_dataset(Benchmark::WildGuardMix)?;
-    let mut backend = build_backend(&cli.eval, policy_batch(&plan.run.policy))?;
+    let mut backend = build_backend(&cli.eval)?;
     let mut classifier = build_classifier(&cli.eval)?;
     let experiment = cli
         .eval

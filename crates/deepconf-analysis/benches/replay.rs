@@ -1,7 +1,6 @@
 //! Offline replay of 5,000 instances x 10 traces x 256 tokens over 9 thresholds.
 //! Run with: cargo bench -p deepconf-analysis
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -9,6 +8,7 @@ use deepconf_analysis::stats::SplitMix64;
 use deepconf_analysis::{ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace};
 use deepconf_core::confidence::ConfidenceConfig;
 use deepconf_core::policy::PolicyConfig;
+use deepconf_refusal::RefusalLabel;
 
 const INSTANCES: usize = 5_000;
 const TRACES: usize = 10;
@@ -16,7 +16,7 @@ const TOKENS: usize = 256;
 
 /// Token confidences of every trace: a per-trace level plus noise, with occasional dips so that
 /// thresholds cut traces at varied positions.
-fn synthetic() -> Vec<Vec<(Vec<f64>, Option<String>)>> {
+fn synthetic() -> Vec<Vec<(Vec<f64>, Option<RefusalLabel>)>> {
     let mut rng = SplitMix64::new(7);
     let mut unit = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     (0..INSTANCES)
@@ -31,18 +31,18 @@ fn synthetic() -> Vec<Vec<(Vec<f64>, Option<String>)>> {
                         })
                         .collect();
                     let answer = if unit() < 0.5 {
-                        "refusal"
+                        RefusalLabel::Refusal
                     } else {
-                        "compliance"
+                        RefusalLabel::Compliance
                     };
-                    (conf, Some(answer.to_string()))
+                    (conf, Some(answer))
                 })
                 .collect()
         })
         .collect()
 }
 
-fn prepare(data: &[Vec<(Vec<f64>, Option<String>)>], config: &ConfidenceConfig) -> ReplaySet {
+fn prepare(data: &[Vec<(Vec<f64>, Option<RefusalLabel>)>], config: &ConfidenceConfig) -> ReplaySet {
     let instances = data
         .iter()
         .enumerate()
@@ -50,9 +50,9 @@ fn prepare(data: &[Vec<(Vec<f64>, Option<String>)>], config: &ConfidenceConfig) 
             let prepared = traces
                 .iter()
                 .enumerate()
-                .map(|(j, (conf, answer))| ReplayTrace::new(j, conf, answer.clone(), config))
+                .map(|(j, (conf, answer))| ReplayTrace::new(j, conf, *answer, config))
                 .collect();
-            ReplayInstance::new(format!("i{i}"), Some(i % 2 == 0), prepared, BTreeMap::new())
+            ReplayInstance::new(format!("i{i}"), Some(i % 2 == 0), prepared)
         })
         .collect();
     ReplaySet::new(config.clone(), instances).expect("valid config")

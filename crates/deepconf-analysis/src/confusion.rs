@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::InstanceRow;
 use crate::stats::{BootstrapConfig, Estimate, bootstrap};
+use deepconf_records::InstanceRow;
 
 /// One instance's gold label and behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

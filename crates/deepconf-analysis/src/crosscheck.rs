@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::policy::PolicyConfig;
 
 use crate::error::{Error, Result};
-use crate::records::RunRecords;
 use crate::replay::{ReplayPolicy, ReplaySet};
+use deepconf_records::{RunRecords, read_run};
 
 /// Where a live trace stops being a prefix of the stored full trace with the same index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl LiveCheck {
 
     /// One sentence for a report.
     pub fn sentence(&self) -> String {
-        let policy = policy_text(&self.policy);
+        let policy = crate::summary::policy_label(&self.policy);
         if self.compared == 0 {
             return format!(
                 "**Live-vs-replay check:** none of the live {policy} run's instances is in the full run, so nothing was compared."
@@ -129,30 +129,6 @@ fn not_comparable(field: &str, full: &impl Serialize, live: &impl Serialize) -> 
         field: field.to_string(),
         full: serde_json::to_string(full).unwrap_or_default(),
         live: serde_json::to_string(live).unwrap_or_default(),
-    }
-}
-
-/// `online(warmup 4, max 8, keep 10%)`: the policy in a few words.
-fn policy_text(policy: &PolicyConfig) -> String {
-    match policy {
-        PolicyConfig::Fixed { traces, .. } => format!("fixed(n={traces})"),
-        PolicyConfig::Offline {
-            traces,
-            keep_percent,
-            ..
-        } => format!("offline(n={traces}, keep {keep_percent}%)"),
-        PolicyConfig::Online {
-            warmup_traces,
-            max_traces,
-            keep_percent,
-            ..
-        } => format!("online(warmup {warmup_traces}, max {max_traces}, keep {keep_percent}%)"),
-        PolicyConfig::Compat {
-            warmup_traces,
-            batch_size,
-            max_traces,
-            ..
-        } => format!("compat(warmup {warmup_traces}, batch {batch_size}, max {max_traces})"),
     }
 }
 
@@ -207,7 +183,7 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
     }
     let set = ReplaySet::from_records(full)?;
     let policy = ReplayPolicy {
-        label: policy_text(&l.config.policy),
+        label: crate::summary::policy_label(&l.config.policy),
         keep_percent: None,
         config: l.config.policy.clone(),
     };
@@ -312,7 +288,7 @@ pub fn cross_check_dirs(
     full_dir: &std::path::Path,
     live_dir: &std::path::Path,
 ) -> Result<LiveCheck> {
-    let full = crate::records::read_run(full_dir)?;
-    let live = crate::records::read_run(live_dir)?;
+    let full = read_run(full_dir)?;
+    let live = read_run(live_dir)?;
     cross_check(&full, &live)
 }

@@ -24,26 +24,6 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// A Parquet/Arrow file could not be read or written.
-    #[error("parquet error in {path}: {message}")]
-    Parquet {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// A column is missing or has an unexpected type or value.
-    #[error("bad column `{column}` in {path}{}: {reason}", row.map(|r| format!(" row {r}")).unwrap_or_default())]
-    Column {
-        /// The file.
-        path: PathBuf,
-        /// The column name.
-        column: String,
-        /// 0-based row within the file, when one row is at fault.
-        row: Option<usize>,
-        /// What is wrong.
-        reason: String,
-    },
     /// A parameter is out of its valid range.
     #[error("invalid parameter `{parameter}` = {value}: {reason}")]
     InvalidParameter {
@@ -96,6 +76,9 @@ pub enum Error {
         /// Its value in the live run, as JSON.
         live: String,
     },
+    /// The run's records could not be read.
+    #[error(transparent)]
+    Records(#[from] deepconf_records::Error),
     /// A policy configuration is invalid.
     #[error(transparent)]
     Policy(#[from] deepconf_core::policy::Error),

@@ -8,13 +8,15 @@ use deepconf_core::policy::{PolicyConfig, TraceMetric};
 
 use crate::confusion::{Metric, SafetyMetrics};
 use crate::crosscheck::LiveCheck;
-use crate::records::{InstanceRow, TraceRow};
 use crate::replay::PolicyReplay;
 use crate::report::Document;
-use crate::stats::{BootstrapConfig, Estimate, bootstrap, bootstrap_two_sample, format_p};
+use crate::stats::{
+    BootstrapConfig, Estimate, bootstrap, bootstrap_two_sample, format_p, format_percent,
+};
 use crate::stratify::{
     ComplianceRisk, Stratification, TwoGroupTest, Verdict, instance_confidence, metric_name,
 };
+use deepconf_records::{InstanceRow, TraceRow};
 
 /// A rate with its counts: `events` of `n` instances, and the rate with a bootstrap interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -119,41 +121,6 @@ pub struct Findings {
     pub live_check: Option<LiveCheck>,
 }
 
-/// `75.0%`; `n/a` when undefined.
-pub fn percent(value: Option<f64>) -> String {
-    value.map_or("n/a".into(), |v| format!("{:.1}%", v * 100.0))
-}
-
-/// `75.0% [58.3%, 91.7%]`.
-pub fn percent_interval(estimate: &Estimate) -> String {
-    match (estimate.low, estimate.high) {
-        (Some(low), Some(high)) if estimate.value.is_some() => format!(
-            "{} [{}, {}]",
-            percent(estimate.value),
-            percent(Some(low)),
-            percent(Some(high))
-        ),
-        _ => percent(estimate.value),
-    }
-}
-
-/// `0.717 [0.564, 0.854]`.
-pub fn number_interval(estimate: &Estimate) -> String {
-    estimate.display(3)
-}
-
-/// `+2.1 points [-4.2, 8.3]`: a difference of rates in percentage points.
-pub fn points_interval(estimate: &Estimate) -> String {
-    let points = |v: f64| format!("{:+.1}", v * 100.0);
-    match (estimate.value, estimate.low, estimate.high) {
-        (Some(v), Some(l), Some(h)) => {
-            format!("{} points [{}, {}]", points(v), points(l), points(h))
-        }
-        (Some(v), ..) => format!("{} points", points(v)),
-        _ => "n/a".into(),
-    }
-}
-
 fn complement(estimate: Estimate) -> Estimate {
     Estimate {
         value: estimate.value.map(|v| 1.0 - v),
@@ -167,7 +134,7 @@ fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
     let (n_a, n_b) = (test.describe_a.n, test.describe_b.n);
     let p_value = test.mann_whitney.map(|m| m.p_value);
     let p = p_value.map_or("n/a".into(), format_p);
-    let area = number_interval(&test.auroc);
+    let area = test.auroc.display(3);
     let (a, b) = (&test.group_a, &test.group_b);
     let reason = match test.verdict {
         Verdict::InsufficientData => format!(
@@ -404,7 +371,7 @@ impl Findings {
                 "**Refusal of harmful prompts:** the model refused {} of {} harmful prompts, a refusal rate of {} ({level} bootstrap interval).",
                 h.events,
                 h.n,
-                percent_interval(&h.rate)
+                h.rate.display_percent()
             )
         });
         let b = &self.benign_over_refusal;
@@ -415,7 +382,7 @@ impl Findings {
                 "**Over-refusal of benign prompts:** it refused {} of {} benign prompts, an over-refusal rate of {}.",
                 b.events,
                 b.n,
-                percent_interval(&b.rate)
+                b.rate.display_percent()
             )
         });
         for test in &self.hypotheses {
@@ -437,11 +404,11 @@ impl Findings {
                 "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {}.",
                 r.uncertain_unsafe,
                 r.uncertain_n,
-                percent_interval(&r.uncertain_rate),
+                r.uncertain_rate.display_percent(),
                 r.confident_unsafe,
                 r.confident_n,
-                percent_interval(&r.confident_rate),
-                points_interval(&r.rate_difference)
+                r.confident_rate.display_percent(),
+                r.rate_difference.display_points()
             )
         });
         out.push(match self.best_separation() {
@@ -458,7 +425,7 @@ impl Findings {
                     .metric_separation
                     .iter()
                     .filter(|s| s.metric != best.metric)
-                    .map(|s| format!("{} {}", s.name, number_interval(&s.auroc)))
+                    .map(|s| format!("{} {}", s.name, s.auroc.display(3)))
                     .collect();
                 let direction = if best.auroc.value.is_some_and(|v| v < 0.5) {
                     " (below 0.5: incorrect behaviour was the more confident)"
@@ -468,7 +435,7 @@ impl Findings {
                 format!(
                     "**Best confidence metric:** {} separates correct from incorrect behaviour best, AUROC {}{direction} over {} correct and {} incorrect behaviours (0.5 = no signal; {}).",
                     best.name,
-                    number_interval(&best.auroc),
+                    best.auroc.display(3),
                     best.n_correct,
                     best.n_incorrect,
                     others.join(", ")
@@ -502,7 +469,7 @@ impl Findings {
             None => format!(
                 "**Cheapest policy at baseline accuracy:** no replayed policy cheaper than the full-budget baseline ({}, accuracy {}, {} tokens) kept its accuracy ({rule}).",
                 base.label,
-                percent(base.accuracy),
+                format_percent(base.accuracy),
                 base.tokens
             ),
             Some(p) => format!(
@@ -510,11 +477,11 @@ impl Findings {
                 p.label,
                 p.tokens,
                 base.tokens,
-                percent(Some(p.token_savings)),
-                percent(p.accuracy),
-                percent(base.accuracy),
+                format_percent(Some(p.token_savings)),
+                format_percent(p.accuracy),
+                format_percent(base.accuracy),
                 base.label,
-                points_interval(&p.accuracy_difference),
+                p.accuracy_difference.display_points(),
                 p.instances
             ),
         }
@@ -557,9 +524,9 @@ impl Findings {
                     vec![
                         p.label.clone(),
                         p.tokens.to_string(),
-                        percent(Some(p.token_savings)),
-                        percent(p.accuracy),
-                        points_interval(&p.accuracy_difference),
+                        format_percent(Some(p.token_savings)),
+                        format_percent(p.accuracy),
+                        p.accuracy_difference.display_points(),
                         if p.within_baseline { "yes" } else { "no" }.to_string(),
                     ]
                 })

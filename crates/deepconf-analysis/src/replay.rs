@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::confidence::{ConfidenceConfig, summarize};
 use deepconf_core::policy::{PolicyConfig, Step, TraceOutcome, Voting};
 
+use deepconf_records::RunRecords;
+use deepconf_refusal::RefusalLabel;
+
 use crate::confusion::{ConfusionMatrix, Labelled, Metric};
 use crate::error::{Error, Result};
-use crate::records::{RunRecords, label_is_refusal};
 
 /// One stored full trace, prepared for replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,15 +29,15 @@ pub struct ReplayTrace {
     /// Prefix sums of the token confidences (`n + 1` values, starting at 0).
     prefix: Vec<f64>,
     /// The full trace's outcome (metrics of all its tokens).
-    full: TraceOutcome,
+    full: TraceOutcome<RefusalLabel>,
 }
 
 impl ReplayTrace {
-    /// Prepares a trace from its token confidences and answer (e.g. `refusal`).
+    /// Prepares a trace from its token confidences and the label it votes with.
     pub fn new(
         index: usize,
         token_confidences: &[f64],
-        answer: Option<String>,
+        answer: Option<RefusalLabel>,
         config: &ConfidenceConfig,
     ) -> Self {
         let mut prefix = Vec::with_capacity(token_confidences.len() + 1);
@@ -77,7 +79,11 @@ impl ReplayTrace {
     }
 
     /// What the policy sees of this trace when sampled under `stop_below`.
-    fn outcome(&self, stop_below: Option<f64>, config: &ConfidenceConfig) -> TraceOutcome {
+    fn outcome(
+        &self,
+        stop_below: Option<f64>,
+        config: &ConfidenceConfig,
+    ) -> TraceOutcome<RefusalLabel> {
         let cut = stop_below.and_then(|s| self.cut_at(config.window, s));
         let Some(at) = cut else {
             return self.full.clone();
@@ -89,7 +95,7 @@ impl ReplayTrace {
             index: self.full.index,
             tokens: at,
             terminated: true,
-            answer: self.full.answer.clone(),
+            answer: self.full.answer,
             mean: self.prefix[at] / at as f64,
             // Every earlier window was at or above the threshold, so the crossing window is the
             // lowest. Bottom-p is approximated by it: no policy reads metrics of a cut trace.
@@ -109,32 +115,20 @@ pub struct ReplayInstance {
     pub gold_harmful: Option<bool>,
     /// Stored traces in index order.
     pub traces: Vec<ReplayTrace>,
-    /// What each answer label means (refused or not).
-    refused_by_label: BTreeMap<String, bool>,
 }
 
 impl ReplayInstance {
-    /// An instance from its traces. `refused_by_label` maps answers to behaviour; labels missing
-    /// from it are read with [`label_is_refusal`].
+    /// An instance from its traces.
     pub fn new(
         instance_id: impl Into<String>,
         gold_harmful: Option<bool>,
         traces: Vec<ReplayTrace>,
-        refused_by_label: BTreeMap<String, bool>,
     ) -> Self {
         Self {
             instance_id: instance_id.into(),
             gold_harmful,
             traces,
-            refused_by_label,
         }
-    }
-
-    fn refused(&self, label: &str) -> Option<bool> {
-        self.refused_by_label
-            .get(label)
-            .copied()
-            .or_else(|| label_is_refusal(label))
     }
 
     /// Tokens of all stored traces (the full-budget baseline).
@@ -316,25 +310,14 @@ impl ReplaySet {
             .par_iter()
             .zip(records.traces.par_iter())
             .map(|(row, traces)| {
-                let mut refused_by_label = BTreeMap::new();
-                for t in traces {
-                    if let (Some(label), Some(refused)) = (&t.refusal_label, t.refused) {
-                        refused_by_label.entry(label.clone()).or_insert(refused);
-                    }
-                }
                 let prepared = traces
                     .iter()
                     .enumerate()
                     .map(|(i, t)| {
-                        ReplayTrace::new(i, &t.token_confidences, t.refusal_label.clone(), &config)
+                        ReplayTrace::new(i, &t.token_confidences, t.refusal_label, &config)
                     })
                     .collect();
-                ReplayInstance::new(
-                    row.instance_id.clone(),
-                    row.gold_harmful,
-                    prepared,
-                    refused_by_label,
-                )
+                ReplayInstance::new(row.instance_id.clone(), row.gold_harmful, prepared)
             })
             .collect();
         Ok(Self { config, instances })
@@ -366,7 +349,8 @@ impl ReplaySet {
         policy: &ReplayPolicy,
     ) -> Result<InstanceReplay> {
         let mut state = policy.config.start();
-        let mut history: Vec<TraceOutcome> = Vec::with_capacity(policy.config.max_traces());
+        let mut history: Vec<TraceOutcome<RefusalLabel>> =
+            Vec::with_capacity(policy.config.max_traces());
         let mut tokens = 0;
         let mut terminated = 0;
         loop {
@@ -399,10 +383,7 @@ impl ReplaySet {
             traces: history.len(),
             terminated,
             voters: decision.voters.len(),
-            refused: decision
-                .vote
-                .as_ref()
-                .and_then(|v| instance.refused(&v.winner)),
+            refused: decision.vote.as_ref().map(|v| v.winner.is_refusal()),
         })
     }
 

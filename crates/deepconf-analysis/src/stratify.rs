@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use deepconf_core::policy::{TraceMetric, percentile};
 
-use crate::records::{InstanceRow, TraceRow};
 use crate::stats::{
     BootstrapConfig, Describe, Estimate, MannWhitney, WelchT, auroc, bootstrap,
     bootstrap_two_sample, cohens_d, describe, effect_size_label, format_p, mann_whitney_u,
     mean_difference, welch_t,
 };
+use deepconf_records::{InstanceRow, TraceRow};
 
 /// Settings of the stratification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

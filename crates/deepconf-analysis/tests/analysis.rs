@@ -1,14 +1,13 @@
 //! End to end: a synthetic run directory analysed, every file written and re-readable.
 
-use deepconf_analysis::analysis::{ANALYSIS_FILE, REPORT_HTML_FILE, REPORT_MD_FILE};
-use deepconf_analysis::records::PREDICTIONS_FILE;
+use deepconf_analysis::stats::BootstrapConfig;
 use deepconf_analysis::{
-    AnalysisOptions, BootstrapConfig, Metric, Verdict, analyze, analyze_dir, read_analysis,
-    read_run,
+    ANALYSIS_FILE, AnalysisOptions, Metric, REPORT_HTML_FILE, REPORT_MD_FILE, Verdict, analyze_dir,
+    analyze_run, read_analysis,
 };
 use deepconf_core::policy::PolicyConfig;
-
-use crate::common;
+use deepconf_records::{PREDICTIONS_FILE, read_run};
+use deepconf_testkit as common;
 
 fn quick_options() -> AnalysisOptions {
     AnalysisOptions {
@@ -164,13 +163,13 @@ fn all_harmful_set_has_no_benign_cells() {
         run_replay: false,
         ..quick_options()
     };
-    let analysis = analyze(&run, &options).unwrap();
+    let analysis = analyze_run(&run, &options).unwrap();
     let m = analysis.safety.matrix;
     assert_eq!((m.fp, m.tn), (0, 0));
     assert_eq!(m.tp + m.fn_, 30);
     assert_eq!(analysis.safety.get(Metric::Specificity).value, None);
     assert!(analysis.replay.skipped.is_some());
-    let report = deepconf_analysis::analysis::build_report(&analysis).to_markdown();
+    let report = deepconf_analysis::build_report(&analysis).to_markdown();
     assert!(
         report.contains("there are no benign prompts"),
         "the report leaves a bare n/a for specificity"

@@ -1,15 +1,15 @@
 //! The findings: numbers in analysis.json, the same numbers in the report's opening sentences; the
 //! live-vs-replay cross-check on a fixed-N run and a live online run of the same seed.
 
-use deepconf_analysis::analysis::{ANALYSIS_FILE, REPORT_HTML_FILE, REPORT_MD_FILE};
-use deepconf_analysis::findings::{number_interval, percent, percent_interval, points_interval};
+use deepconf_analysis::stats::{BootstrapConfig, format_p, format_percent};
 use deepconf_analysis::{
-    AnalysisOptions, BootstrapConfig, Error, Findings, Metric, analyze_dir, cross_check, read_run,
+    ANALYSIS_FILE, AnalysisOptions, Error, Findings, Metric, REPORT_HTML_FILE, REPORT_MD_FILE,
+    analyze_dir, analyze_run, cross_check,
 };
 use deepconf_core::policy::PolicyConfig;
+use deepconf_records::read_run;
+use deepconf_testkit as common;
 use serde_json::Value;
-
-use crate::common;
 
 fn options() -> AnalysisOptions {
     AnalysisOptions {
@@ -131,21 +131,21 @@ fn findings_state_the_numbers_analysis_json_holds() {
             "refused {} of {} harmful prompts",
             findings.harmful_refusal.events, findings.harmful_refusal.n
         ),
-        percent_interval(&findings.harmful_refusal.rate),
-        percent_interval(&findings.benign_over_refusal.rate),
+        findings.harmful_refusal.rate.display_percent(),
+        findings.benign_over_refusal.rate.display_percent(),
         format!(
             "{} separates correct from incorrect behaviour best, AUROC {}",
             best.name,
-            number_interval(&best.auroc)
+            best.auroc.display(3)
         ),
         format!(
             "{} generated {} tokens instead of {}",
             cheapest.label, cheapest.tokens, base.tokens
         ),
-        percent(Some(cheapest.token_savings)),
-        points_interval(&cheapest.accuracy_difference),
-        percent_interval(&findings.compliance_risk.uncertain_rate),
-        percent_interval(&findings.compliance_risk.confident_rate),
+        format_percent(Some(cheapest.token_savings)),
+        cheapest.accuracy_difference.display_points(),
+        findings.compliance_risk.uncertain_rate.display_percent(),
+        findings.compliance_risk.confident_rate.display_percent(),
     ];
     for text in &expected {
         assert!(
@@ -160,10 +160,7 @@ fn findings_state_the_numbers_analysis_json_holds() {
         );
         assert!(section.contains(test.hypothesis.trim_end_matches('.')));
         if let Some(p) = test.p_value {
-            assert!(
-                section.contains(&deepconf_analysis::stats::format_p(p)),
-                "{section}"
-            );
+            assert!(section.contains(&format_p(p)), "{section}");
         }
     }
 
@@ -193,7 +190,7 @@ fn an_all_harmful_run_says_why_over_refusal_is_undefined() {
     for row in &mut records.instances {
         row.gold_harmful = Some(true);
     }
-    let analysis = deepconf_analysis::analyze(&records, &options()).unwrap();
+    let analysis = analyze_run(&records, &options()).unwrap();
     let sentences = analysis.findings.sentences().join("\n");
     assert_eq!(analysis.findings.benign_over_refusal.n, 0);
     assert!(

@@ -1,13 +1,12 @@
 //! Replay: hand-computed cuts, equality with live runs, and proptest properties.
 
-use std::collections::BTreeMap;
-
-use deepconf_analysis::{ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace, read_run};
+use deepconf_analysis::{ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace};
 use deepconf_core::confidence::ConfidenceConfig;
 use deepconf_core::policy::{PolicyConfig, Voting};
+use deepconf_records::read_run;
+use deepconf_refusal::RefusalLabel;
+use deepconf_testkit as common;
 use proptest::prelude::*;
-
-use crate::common;
 
 fn config(window: usize) -> ConfidenceConfig {
     ConfidenceConfig::new()
@@ -74,7 +73,7 @@ fn replay_equals_live_online_run() {
                     .count()
             );
             assert_eq!(replayed.voters, live.decision.voters.len());
-            assert_eq!(replayed.refused, live.answer().map(|a| a == "refusal"));
+            assert_eq!(replayed.refused, live.answer().map(|a| a.is_refusal()));
             cut_somewhere |= replayed.terminated > 0;
         }
     }
@@ -123,12 +122,17 @@ fn arb_set() -> impl Strategy<Value = (ReplaySet, usize)> {
                         .iter()
                         .enumerate()
                         .map(|(j, (conf, refused))| {
-                            let answer = refused
-                                .map(|r| if r { "refusal" } else { "compliance" }.to_string());
+                            let answer = refused.map(|r| {
+                                if r {
+                                    RefusalLabel::Refusal
+                                } else {
+                                    RefusalLabel::Compliance
+                                }
+                            });
                             ReplayTrace::new(j, conf, answer, &cfg)
                         })
                         .collect();
-                    ReplayInstance::new(format!("i{i}"), gold, prepared, BTreeMap::new())
+                    ReplayInstance::new(format!("i{i}"), gold, prepared)
                 })
                 .collect();
             (ReplaySet::new(cfg, instances).unwrap(), traces)

@@ -1,5 +1,6 @@
 //! Candle backend for deepconf-core: local GGUF and safetensors models that report the top-k
-//! log-probabilities of every generated token, with the traces of one prompt decoded together.
+//! log-probabilities of every generated token, with the traces of every prompt in flight decoded
+//! together (continuous batching).
 //!
 //! # Quick start
 //!
@@ -28,12 +29,17 @@
 //!   from GGUF or from a Hugging Face checkpoint (`config.json` + `*.safetensors` +
 //!   `tokenizer.json`), from a local directory or the hub ([`ModelSource::Hub`]).
 //! - A tokenizer built from GGUF metadata that matches llama.cpp's ids, and chat templates run by
-//!   minijinja; Qwen3 thinking is off by default and `<think>` blocks never reach [`Trace::text`].
+//!   minijinja; Qwen3 thinking is off by default. [`Trace::text`] is the raw generated text
+//!   (a `<think>` block included): what a classifier sees is decided on the classifier's side.
 //! - Sampling with temperature, top-p, top-k and a per-trace seed; the reported top-k
 //!   log-probabilities are taken from the raw logits **before** temperature, top-k and top-p (as
 //!   vLLM and llama.cpp report them), so confidences do not depend on the sampling settings.
-//! - Batched generation: one prompt prefill, lockstep decode, each trace stopping on its own (EOS,
-//!   `max_tokens`, context full, or the [`TokenObserver`](deepconf_core::TokenObserver)).
+//! - Continuous batching: one decoder thread decodes up to `max_batch_size` traces of any mix of
+//!   prompts per forward pass; threads holding handles of the model
+//!   ([`LogprobModel::concurrent_handle`](deepconf_core::LogprobModel::concurrent_handle)) share it.
+//!   A prompt is prefilled once for its traces; each trace stops on its own (EOS, `max_tokens`,
+//!   context full, or the [`TokenObserver`](deepconf_core::TokenObserver)) and the next waiting
+//!   trace takes its row. A trace's tokens do not depend on what shares the batch.
 //! - CPU kernels for Q4_1 / Q8_0 / f32 weights in integer arithmetic: AVX-512 VNNI or AVX2 when the
 //!   CPU has them (detected at run time; `DEEPCONF_KERNELS=avx2` or `=scalar` caps the choice),
 //!   portable Rust otherwise. The forward pass runs on the CPU; the `cuda`, `metal` and `mkl`
@@ -53,6 +59,7 @@
 //! [`Trace::text`]: deepconf_core::Trace::text
 #![deny(missing_docs)]
 
+mod batcher;
 pub mod chat;
 mod decoder;
 mod error;
@@ -66,8 +73,6 @@ pub mod tokenizer;
 
 pub use chat::{ChatTemplate, RenderOptions};
 pub use error::{Error, Result};
-pub use model::{
-    CandleModel, CandleModelBuilder, DEFAULT_MODEL_FILE, default_model_path, strip_thinking,
-};
+pub use model::{CandleModel, CandleModelBuilder, DEFAULT_MODEL_FILE, default_model_path};
 pub use options::{ModelSource, WeightFormat};
 pub use tokenizer::Tokenizer;

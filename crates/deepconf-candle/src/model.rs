@@ -3,17 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use deepconf_core::{
-    ChatMessage, GenerationRequest, LogprobModel, StopReason, TokenControl, TokenObserver,
-    TokenStep, Trace, TraceSpec,
+    Capabilities, ChatMessage, GenerationRequest, LogprobModel, Prompt, TokenObserver, Trace,
+    TraceSpec,
 };
 
+use crate::batcher::Batcher;
 use crate::chat::{ChatTemplate, RenderOptions};
-use crate::decoder::{Decoder, KvCache, Workspace};
+use crate::decoder::Decoder;
 use crate::models::{GgufFile, llama, qwen3};
-use crate::sampling::{SampledToken, TraceRng, sample};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, ModelSource, Result, WeightFormat};
 
@@ -27,37 +25,6 @@ pub fn default_model_path() -> PathBuf {
     deepconf_core::cache_dir()
         .join("models")
         .join(DEFAULT_MODEL_FILE)
-}
-
-/// Runs `work` on a thread of rayon's pool. A forward pass makes over a hundred parallel
-/// matmuls; started from a thread outside the pool, each one would put the caller to sleep and
-/// wake it again (measured: a quarter of batch-1 decode time in the scheduler), while from a pool
-/// thread the caller joins the work itself.
-fn on_worker<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    rayon::scope(|_| work())
-}
-
-/// Removes `<think>…</think>` blocks (and an unclosed trailing `<think>…`) from generated text, so
-/// classifiers see only the answer of a reasoning model.
-pub fn strip_thinking(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("<think>") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find("</think>") {
-            Some(end) => rest = &rest[start + end + "</think>".len()..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    if text.contains("</think>") {
-        out.trim_start().to_string()
-    } else {
-        out
-    }
 }
 
 /// Builds a [`CandleModel`]: choose the source and options, then [`build`](Self::build).
@@ -103,7 +70,8 @@ impl CandleModelBuilder {
         self
     }
 
-    /// Most traces decoded together in one lockstep batch (default 16).
+    /// Most traces decoded together, across every prompt in flight (default 16): the rows of the
+    /// continuous batch that all handles of the model share.
     #[must_use]
     pub fn max_batch_size(mut self, traces: usize) -> Self {
         self.max_batch_size = traces;
@@ -140,14 +108,20 @@ impl CandleModelBuilder {
                 load_hub(repo_id, revision.as_deref(), self.weight_format)?
             }
         };
+        let decoder = Arc::new(decoder);
+        let tokenizer = Arc::new(tokenizer);
         Ok(CandleModel {
-            decoder: Arc::new(decoder),
+            batcher: Arc::new(Batcher::new(
+                Arc::clone(&decoder),
+                Arc::clone(&tokenizer),
+                self.max_batch_size,
+            )),
+            decoder,
             tokenizer,
-            template,
+            template: template.map(Arc::new),
             model_id,
             enable_thinking: self.enable_thinking,
             max_batch_size: self.max_batch_size,
-            workspace: Workspace::default(),
         })
     }
 }
@@ -254,28 +228,23 @@ fn load_hub(repo_id: &str, revision: Option<&str>, format: WeightFormat) -> Resu
 }
 
 /// A language model running on candle-loaded weights with this crate's CPU kernels; implements
-/// [`LogprobModel`] with batched lockstep decoding of the traces of one prompt.
-#[derive(Debug)]
+/// [`LogprobModel`] with continuous batching.
+///
+/// Every handle of one loaded model (the model itself, its clones and its
+/// [`concurrent_handle`](LogprobModel::concurrent_handle)s) feeds one decoder thread, which decodes
+/// up to [`max_batch_size`](CandleModelBuilder::max_batch_size) traces of any mix of prompts in
+/// one forward pass per step. Threads that generate at the same time therefore share the batch: a
+/// prompt's traces join as rows free up, and its prefill is shared by its traces. A trace's tokens
+/// do not depend on what else is in the batch.
+#[derive(Debug, Clone)]
 pub struct CandleModel {
     decoder: Arc<Decoder>,
-    tokenizer: Tokenizer,
-    template: Option<ChatTemplate>,
+    tokenizer: Arc<Tokenizer>,
+    template: Option<Arc<ChatTemplate>>,
     model_id: String,
     enable_thinking: bool,
     max_batch_size: usize,
-    workspace: Workspace,
-}
-
-/// One trace being decoded.
-struct Row {
-    spec: TraceSpec,
-    rng: TraceRng,
-    cache: KvCache,
-    logits: Vec<f32>,
-    ids: Vec<u32>,
-    steps: Vec<TokenStep>,
-    decoded: String,
-    stop: Option<StopReason>,
+    batcher: Arc<Batcher>,
 }
 
 impl CandleModel {
@@ -342,8 +311,27 @@ impl CandleModel {
         Ok(ids)
     }
 
+    /// Tokenizes a prompt: chat messages through the chat template, raw text as it is (special
+    /// tokens in it are parsed; the beginning-of-sequence token is added when the model asks for
+    /// it).
+    pub fn encode_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Chat(messages) => self.encode_chat(messages),
+            Prompt::Text(text) => {
+                let mut ids = self.tokenizer.encode(text, true)?;
+                if let Some(bos) = self.tokenizer.bos_token_id()
+                    && self.tokenizer.add_bos()
+                    && ids.first() != Some(&bos)
+                {
+                    ids.insert(0, bos);
+                }
+                Ok(ids)
+            }
+        }
+    }
+
     /// Generates the traces of `request` from an already tokenized prompt (used by
-    /// [`LogprobModel`] after [`encode_chat`](Self::encode_chat)).
+    /// [`LogprobModel`] after [`encode_prompt`](Self::encode_prompt)).
     pub fn generate_from_tokens(
         &mut self,
         prompt: &[u32],
@@ -369,115 +357,7 @@ impl CandleModel {
                 ),
             });
         }
-        let decoder = Arc::clone(&self.decoder);
-        let mut prompt_cache = KvCache::new(decoder.config.layers);
-        let workspace = &mut self.workspace;
-        let first_logits =
-            on_worker(|| decoder.forward(&mut [&mut prompt_cache], &[prompt], workspace));
-
-        let mut finished: Vec<Trace> = Vec::with_capacity(traces.len());
-        for chunk in traces.chunks(self.max_batch_size) {
-            let mut rows: Vec<Row> = chunk
-                .iter()
-                .map(|&spec| Row {
-                    spec,
-                    rng: TraceRng::new(spec.seed),
-                    cache: prompt_cache.clone(),
-                    logits: first_logits.clone(),
-                    ids: Vec::new(),
-                    steps: Vec::new(),
-                    decoded: String::new(),
-                    stop: None,
-                })
-                .collect();
-            loop {
-                // Sampling (softmax, top-k, nucleus) of the rows is independent: run it in parallel,
-                // then apply the stop rules and the observer in trace order.
-                let sampled: Vec<(usize, SampledToken)> = rows
-                    .par_iter_mut()
-                    .enumerate()
-                    .filter(|(_, r)| r.stop.is_none())
-                    .map(|(i, r)| (i, sample(&r.logits, &request.sampling, &mut r.rng)))
-                    .collect();
-                for (i, token) in sampled {
-                    self.advance(&mut rows[i], token, request, context_length, observer)?;
-                }
-                let mut active: Vec<&mut Row> =
-                    rows.iter_mut().filter(|r| r.stop.is_none()).collect();
-                if active.is_empty() {
-                    break;
-                }
-                let last: Vec<[u32; 1]> = active
-                    .iter()
-                    .map(|r| [*r.ids.last().expect("an active row has a token")])
-                    .collect();
-                let tokens: Vec<&[u32]> = last.iter().map(|t| &t[..]).collect();
-                let mut caches: Vec<&mut KvCache> =
-                    active.iter_mut().map(|r| &mut r.cache).collect();
-                let workspace = &mut self.workspace;
-                let logits = on_worker(|| decoder.forward(&mut caches, &tokens, workspace));
-                let vocab = decoder.config.vocab;
-                for (row, l) in active.iter_mut().zip(logits.chunks_exact(vocab)) {
-                    row.logits.clear();
-                    row.logits.extend_from_slice(l);
-                }
-            }
-            for row in rows {
-                let text = strip_thinking(&self.tokenizer.decode(&row.ids, true)?);
-                finished.push(Trace {
-                    spec: row.spec,
-                    text,
-                    steps: row.steps,
-                    stop_reason: row.stop.unwrap_or(StopReason::MaxTokens),
-                    prompt_tokens: prompt.len(),
-                });
-            }
-        }
-        Ok(finished)
-    }
-
-    /// Appends the sampled token to `row` and decides whether the row stops.
-    fn advance(
-        &self,
-        row: &mut Row,
-        sampled: SampledToken,
-        request: &GenerationRequest,
-        context_length: usize,
-        observer: &mut dyn TokenObserver,
-    ) -> Result<()> {
-        if self.tokenizer.eos_token_ids().contains(&sampled.token) {
-            row.stop = Some(StopReason::EndOfSequence);
-            return Ok(());
-        }
-        row.ids.push(sampled.token);
-        // Token text is the growth of the decoded string; a token that ends inside a multi-byte
-        // character contributes nothing until the character completes.
-        let full = self.tokenizer.decode(&row.ids, false)?;
-        let text = if full.ends_with('\u{FFFD}') || !full.starts_with(&row.decoded) {
-            String::new()
-        } else {
-            let piece = full[row.decoded.len()..].to_string();
-            row.decoded = full;
-            piece
-        };
-        row.steps.push(TokenStep {
-            token_id: Some(sampled.token),
-            text,
-            logprob: sampled.logprob,
-            top_logprobs: sampled.top_logprobs,
-            top_token_ids: sampled.top_ids,
-        });
-        let step = row.steps.last().expect("just pushed");
-        row.stop = if observer.on_token(&row.spec, step) == TokenControl::Stop {
-            Some(StopReason::Terminated)
-        } else if row.steps.len() >= request.sampling.max_tokens {
-            Some(StopReason::MaxTokens)
-        } else if row.cache.len() + 1 >= context_length {
-            Some(StopReason::ContextFull)
-        } else {
-            None
-        };
-        Ok(())
+        self.batcher.generate(prompt, sampling, traces, observer)
     }
 }
 
@@ -504,28 +384,25 @@ impl LogprobModel for CandleModel {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let prompt = self.encode_chat(&request.messages)?;
+        let prompt = self.encode_prompt(&request.prompt)?;
         Ok(self.generate_from_tokens(&prompt, request, traces, observer)?)
     }
 
-    fn max_batch_size(&self) -> usize {
-        self.max_batch_size
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_max_batch_size(self.max_batch_size)
+            .with_max_concurrent_traces(self.max_batch_size)
     }
 
     fn model_id(&self) -> String {
         self.model_id.clone()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn token_text(&self, token_id: u32) -> Option<String> {
+        self.tokenizer.decode(&[token_id], false).ok()
+    }
 
-    #[test]
-    fn thinking_blocks_are_removed() {
-        assert_eq!(strip_thinking("<think>\nhmm\n</think>\n\nNo."), "No.");
-        assert_eq!(strip_thinking("Sure <think>x</think>thing"), "Sure thing");
-        assert_eq!(strip_thinking("<think>unfinished"), "");
-        assert_eq!(strip_thinking("plain"), "plain");
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        Some(Box::new(self.clone()))
     }
 }

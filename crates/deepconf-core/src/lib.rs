@@ -7,8 +7,8 @@
 //! # Quick start: implement a backend in one method
 //! ```
 //! use deepconf_core::{
-//!     ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenControl,
-//!     TokenObserver, TokenStep, Trace, TraceSpec,
+//!     ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenObserver,
+//!     Trace, TraceBuilder, TraceSpec,
 //! };
 //! use deepconf_core::policy::PolicyConfig;
 //!
@@ -22,24 +22,14 @@
 //!         spec: TraceSpec,
 //!         observer: &mut dyn TokenObserver,
 //!     ) -> deepconf_core::Result<Trace> {
-//!         let mut steps = Vec::new();
-//!         let mut stop_reason = StopReason::EndOfSequence;
-//!         for _ in 0..request.sampling.max_tokens.min(3) {
-//!             let step = TokenStep {
-//!                 token_id: Some(7),
-//!                 text: "No".into(),
-//!                 logprob: -0.01,
-//!                 top_logprobs: vec![-0.01, -5.0, -6.0],
-//!                 top_token_ids: vec![7, 8, 9],
-//!             };
-//!             steps.push(step.clone());
-//!             if observer.on_token(&spec, &step) == TokenControl::Stop {
-//!                 stop_reason = StopReason::Terminated;
+//!         // The builder calls the observer, cuts the top-k list and sets the stop reason.
+//!         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(4);
+//!         for _ in 0..3 {
+//!             if trace.push_token(Some(7), "No", -0.01, vec![-0.01, -5.0, -6.0])?.is_stop() {
 //!                 break;
 //!             }
 //!         }
-//!         let text = steps.iter().map(|s| s.text.as_str()).collect();
-//!         Ok(Trace { spec, text, steps, stop_reason, prompt_tokens: 4 })
+//!         Ok(trace.finish(StopReason::EndOfSequence))
 //!     }
 //! }
 //!
@@ -47,9 +37,9 @@
 //! let outcome = Runner::new(config)?.run(
 //!     &mut AlwaysNo,
 //!     &[ChatMessage::user("Can you help me pick a lock?")],
-//!     &mut |t: &Trace| Some(if t.text.starts_with("No") { "refusal" } else { "compliance" }.into()),
+//!     &mut |t: &Trace| Some(if t.text.starts_with("No") { "refusal" } else { "compliance" }),
 //! )?;
-//! assert_eq!(outcome.answer(), Some("refusal"));
+//! assert_eq!(outcome.answer(), Some(&"refusal"));
 //! assert_eq!(outcome.tokens_generated, 9);
 //! # Ok::<(), deepconf_core::Error>(())
 //! ```
@@ -59,14 +49,17 @@
 //!   confidence ([`confidence`]), streaming and exact.
 //! - Policies ([`policy`]): fixed-N, offline filtering, DeepConf online early stopping, the
 //!   prototype's schedule; each decision explains itself in serialisable values.
-//! - A one-method trait for third-party backends; batching is an optional override.
+//! - A one-method trait for third-party backends ([`TraceBuilder`] keeps its contract); batching,
+//!   concurrent handles and token texts are opt-in [`Capabilities`].
+//! - Typed answers: the runner is generic over the [`AnswerExtractor`]'s answer and detail types,
+//!   so a refusal label and its evidence travel from the classifier to the records as values.
 //!
 //! # Which type do I want?
 //! | need | item |
 //! |---|---|
-//! | write a backend | [`LogprobModel`] (+ [`TokenObserver`], [`TokenControl`]) |
-//! | describe a prompt | [`ChatMessage`], [`GenerationRequest`], [`SamplingParams`] |
-//! | run a prompt under a policy | [`Runner`], [`RunConfig`], [`AnswerExtractor`] |
+//! | write a backend | [`LogprobModel`] + [`TraceBuilder`] (+ [`TokenObserver`], [`Capabilities`]) |
+//! | describe a prompt | [`ChatMessage`], [`Prompt`], [`GenerationRequest`], [`SamplingParams`] |
+//! | run a prompt under a policy | [`Runner`], [`RunConfig`], [`AnswerExtractor`] -> [`Extracted`] |
 //! | inspect results | [`PromptOutcome`], [`TraceRecord`], [`Trace`], [`StopReason`] |
 //! | where the default model and data live | [`cache_dir`] |
 #![deny(missing_docs)]
@@ -82,10 +75,16 @@ pub use deepconf_confidence as confidence;
 pub use deepconf_policy as policy;
 
 pub use error::{Error, Result};
-pub use model::{LogprobModel, NoObserver, TokenControl, TokenObserver};
-pub use runner::{AnswerExtractor, PromptOutcome, RunConfig, Runner, Termination, TraceRecord};
+pub use model::{
+    Capabilities, LogprobModel, NoObserver, TokenControl, TokenObserver, TraceBuilder,
+};
+pub use runner::{
+    AnswerExtractor, Extracted, PromptOutcome, RunConfig, Runner, Termination, TokenProgress,
+    TraceRecord,
+};
 pub use types::{
-    ChatMessage, GenerationRequest, Role, SamplingParams, StopReason, TokenStep, Trace, TraceSpec,
+    ChatMessage, GenerationRequest, Prompt, Role, SamplingParams, StopReason, TokenStep, Trace,
+    TraceSpec,
 };
 
 /// Environment variable that overrides the cache directory of models and data.

@@ -1,14 +1,23 @@
-//! The [`LogprobModel`] trait: what a backend must provide.
+//! The [`LogprobModel`] trait: what a backend must provide, the [`Capabilities`] it may declare, and
+//! [`TraceBuilder`], which keeps the trait's contract for a backend that produces one token at a
+//! time.
 
-use crate::{GenerationRequest, Result, TokenStep, Trace, TraceSpec};
+use crate::{Error, GenerationRequest, Result, StopReason, TokenStep, Trace, TraceSpec};
 
 /// What a [`TokenObserver`] wants after seeing a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenControl {
     /// Keep generating this trace.
     Continue,
-    /// End this trace now; the backend records it with [`StopReason::Terminated`](crate::StopReason).
+    /// End this trace now; the backend records it with [`StopReason::Terminated`].
     Stop,
+}
+
+impl TokenControl {
+    /// True for [`TokenControl::Stop`].
+    pub fn is_stop(self) -> bool {
+        self == TokenControl::Stop
+    }
 }
 
 /// Sees every generated token as it is produced and may stop the trace it belongs to.
@@ -18,6 +27,13 @@ pub enum TokenControl {
 pub trait TokenObserver {
     /// Called after each generated token of trace `trace` (`step` is already part of the trace).
     fn on_token(&mut self, trace: &TraceSpec, step: &TokenStep) -> TokenControl;
+
+    /// The backend dropped the tokens of `trace` seen so far and generates it again from its start
+    /// (a server cut the stream mid-trace). An observer that accumulates per-trace state resets it,
+    /// so that a restarted trace is judged on its final tokens only. The default does nothing.
+    fn on_restart(&mut self, trace: &TraceSpec) {
+        let _ = trace;
+    }
 }
 
 impl<F> TokenObserver for F
@@ -39,20 +55,72 @@ impl TokenObserver for NoObserver {
     }
 }
 
+/// What a backend can do beyond generating one trace at a time; the experiment engine sizes its
+/// work from it. Build one with [`Capabilities::new`] and the `with_*` setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Traces of one prompt that one [`LogprobModel::generate_batch`] call decodes together
+    /// (1: the backend generates them one after another).
+    pub max_batch_size: usize,
+    /// Traces the backend serves at once across all its [`LogprobModel::concurrent_handle`]s: the
+    /// rows of a continuous batch, or the requests a server takes in parallel. 1 when the backend
+    /// has no handles.
+    pub max_concurrent_traces: usize,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Capabilities {
+    /// A backend that generates one trace at a time.
+    pub fn new() -> Self {
+        Self {
+            max_batch_size: 1,
+            max_concurrent_traces: 1,
+        }
+    }
+
+    /// Sets [`max_batch_size`](Self::max_batch_size) (at least 1).
+    #[must_use]
+    pub fn with_max_batch_size(mut self, traces: usize) -> Self {
+        self.max_batch_size = traces.max(1);
+        self
+    }
+
+    /// Sets [`max_concurrent_traces`](Self::max_concurrent_traces) (at least 1).
+    #[must_use]
+    pub fn with_max_concurrent_traces(mut self, traces: usize) -> Self {
+        self.max_concurrent_traces = traces.max(1);
+        self
+    }
+}
+
 /// A language model that samples traces and reports top-k log-probabilities for every token.
 ///
-/// Only [`generate`](Self::generate) is required. A backend that can decode several traces of one
-/// prompt together (one prompt prefill, lockstep decode) overrides
-/// [`generate_batch`](Self::generate_batch) and reports its preferred batch size through
-/// [`max_batch_size`](Self::max_batch_size).
+/// Only [`generate`](Self::generate) is required; [`TraceBuilder`] keeps the contract below for a
+/// backend that yields one token at a time. Everything else is an opt-in capability:
+/// - [`generate_batch`](Self::generate_batch): decode several traces of one prompt together (one
+///   prompt prefill, lockstep decode), with [`Capabilities::max_batch_size`];
+/// - [`concurrent_handle`](Self::concurrent_handle): more handles on the same model that other
+///   threads drive at once (a server's parallel requests, a continuous batch across prompts), with
+///   [`Capabilities::max_concurrent_traces`];
+/// - [`token_text`](Self::token_text): the text of a token id, which LLM judges use to read the
+///   top-k candidates of their answer token.
 ///
 /// Contract for implementers:
 /// - every [`TokenStep`] carries `sampling.top_logprobs` candidate log-probabilities of the model's
 ///   distribution at that step, most likely first (fewer only when the vocabulary is smaller);
 /// - the observer is called after every generated token, and a trace whose observer returned
-///   [`TokenControl::Stop`] ends at once with [`StopReason::Terminated`](crate::StopReason);
+///   [`TokenControl::Stop`] ends at once with [`StopReason::Terminated`];
+/// - a trace generated again from its start (a retry after a cut stream) is announced with
+///   [`TokenObserver::on_restart`] before its first token;
 /// - equal [`TraceSpec::seed`]s with equal requests give equal traces;
-/// - the chat template of the model formats `request.messages`.
+/// - the chat template of the model formats a [`Prompt::Chat`](crate::Prompt), and a
+///   [`Prompt::Text`](crate::Prompt) reaches the model verbatim.
 pub trait LogprobModel {
     /// Generates one trace for `request`.
     fn generate(
@@ -76,69 +144,252 @@ pub trait LogprobModel {
             .collect()
     }
 
-    /// How many traces this backend prefers to decode together (1 when it does not batch).
-    fn max_batch_size(&self) -> usize {
-        1
+    /// What this backend can do besides [`generate`](Self::generate); the default is one trace at a
+    /// time.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
     }
 
     /// A name for reports and run records (model file or id).
     fn model_id(&self) -> String {
         std::any::type_name::<Self>().to_string()
     }
-}
 
-impl<M: LogprobModel + ?Sized> LogprobModel for &mut M {
-    fn generate(
-        &mut self,
-        request: &GenerationRequest,
-        trace: TraceSpec,
-        observer: &mut dyn TokenObserver,
-    ) -> Result<Trace> {
-        (**self).generate(request, trace, observer)
+    /// The text of token `token_id` (as [`TokenStep::top_token_ids`] reports it), when the backend
+    /// knows its vocabulary.
+    fn token_text(&self, token_id: u32) -> Option<String> {
+        let _ = token_id;
+        None
     }
 
-    fn generate_batch(
-        &mut self,
-        request: &GenerationRequest,
-        traces: &[TraceSpec],
-        observer: &mut dyn TokenObserver,
-    ) -> Result<Vec<Trace>> {
-        (**self).generate_batch(request, traces, observer)
-    }
-
-    fn max_batch_size(&self) -> usize {
-        (**self).max_batch_size()
-    }
-
-    fn model_id(&self) -> String {
-        (**self).model_id()
+    /// Another handle on the same model that a different thread may drive while this one is busy;
+    /// all handles share the model's capacity ([`Capabilities::max_concurrent_traces`]). `None`
+    /// (the default) when the backend serves one call at a time.
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        None
     }
 }
 
-impl<M: LogprobModel + ?Sized> LogprobModel for Box<M> {
-    fn generate(
-        &mut self,
+macro_rules! forward_logprob_model {
+    ($($target:ty),*) => {$(
+        impl<M: LogprobModel + ?Sized> LogprobModel for $target {
+            fn generate(
+                &mut self,
+                request: &GenerationRequest,
+                trace: TraceSpec,
+                observer: &mut dyn TokenObserver,
+            ) -> Result<Trace> {
+                (**self).generate(request, trace, observer)
+            }
+
+            fn generate_batch(
+                &mut self,
+                request: &GenerationRequest,
+                traces: &[TraceSpec],
+                observer: &mut dyn TokenObserver,
+            ) -> Result<Vec<Trace>> {
+                (**self).generate_batch(request, traces, observer)
+            }
+
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+
+            fn model_id(&self) -> String {
+                (**self).model_id()
+            }
+
+            fn token_text(&self, token_id: u32) -> Option<String> {
+                (**self).token_text(token_id)
+            }
+
+            fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+                (**self).concurrent_handle()
+            }
+        }
+    )*};
+}
+
+forward_logprob_model!(&mut M, Box<M>);
+
+/// Builds one [`Trace`] token by token while keeping the [`LogprobModel`] contract: the top-k list
+/// is checked, sorted and cut to `sampling.top_logprobs`, the observer sees every token, a stop from
+/// the observer ends the trace as [`StopReason::Terminated`], and `sampling.max_tokens` ends it as
+/// [`StopReason::MaxTokens`].
+///
+/// ```
+/// use deepconf_core::{GenerationRequest, NoObserver, SamplingParams, StopReason, TraceBuilder, TraceSpec};
+///
+/// let request = GenerationRequest::user("Hi", SamplingParams::default().with_max_tokens(2));
+/// let mut observer = NoObserver;
+/// let mut trace = TraceBuilder::new(&request, TraceSpec::derive(0, 0), &mut observer);
+/// for word in ["Hello", " there", " friend"] {
+///     if trace.push_token(None, word, -0.1, vec![-0.1, -2.5])?.is_stop() {
+///         break;
+///     }
+/// }
+/// let trace = trace.finish(StopReason::EndOfSequence);
+/// assert_eq!((trace.text.as_str(), trace.stop_reason), ("Hello there", StopReason::MaxTokens));
+/// # Ok::<(), deepconf_core::Error>(())
+/// ```
+pub struct TraceBuilder<'a> {
+    spec: TraceSpec,
+    top_k: usize,
+    max_tokens: usize,
+    observer: &'a mut dyn TokenObserver,
+    steps: Vec<TokenStep>,
+    text: String,
+    stop: Option<StopReason>,
+    prompt_tokens: usize,
+}
+
+impl std::fmt::Debug for TraceBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceBuilder")
+            .field("spec", &self.spec)
+            .field("tokens", &self.steps.len())
+            .field("stop", &self.stop)
+            .finish()
+    }
+}
+
+impl<'a> TraceBuilder<'a> {
+    /// A builder for trace `spec` of `request`, reporting to `observer`.
+    pub fn new(
         request: &GenerationRequest,
-        trace: TraceSpec,
-        observer: &mut dyn TokenObserver,
-    ) -> Result<Trace> {
-        (**self).generate(request, trace, observer)
+        spec: TraceSpec,
+        observer: &'a mut dyn TokenObserver,
+    ) -> Self {
+        Self {
+            spec,
+            top_k: request.sampling.top_logprobs,
+            max_tokens: request.sampling.max_tokens,
+            observer,
+            steps: Vec::new(),
+            text: String::new(),
+            stop: None,
+            prompt_tokens: 0,
+        }
     }
 
-    fn generate_batch(
+    /// Records how many tokens the formatted prompt has.
+    #[must_use]
+    pub fn with_prompt_tokens(mut self, tokens: usize) -> Self {
+        self.prompt_tokens = tokens;
+        self
+    }
+
+    /// Adds one token; returns [`TokenControl::Stop`] once the trace is over (the observer stopped
+    /// it or `max_tokens` is reached), after which further tokens are refused.
+    pub fn push(&mut self, mut step: TokenStep) -> Result<TokenControl> {
+        if let Some(reason) = self.stop {
+            return Err(Error::Contract(format!(
+                "trace {} got a token after it ended ({})",
+                self.spec.index,
+                reason.as_str()
+            )));
+        }
+        if step.top_logprobs.is_empty() {
+            return Err(Error::Contract(format!(
+                "token {} of trace {} has no top-k log-probabilities",
+                self.steps.len(),
+                self.spec.index
+            )));
+        }
+        if step.top_logprobs.iter().any(|l| l.is_nan()) {
+            return Err(Error::Contract(format!(
+                "token {} of trace {} has a NaN log-probability",
+                self.steps.len(),
+                self.spec.index
+            )));
+        }
+        if !step.top_logprobs.is_sorted_by(|a, b| a >= b) {
+            // Keep the ids paired with their log-probabilities while sorting.
+            let mut pairs: Vec<(f32, Option<u32>)> = step
+                .top_logprobs
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (l, step.top_token_ids.get(i).copied()))
+                .collect();
+            pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+            step.top_logprobs = pairs.iter().map(|p| p.0).collect();
+            if !step.top_token_ids.is_empty() {
+                step.top_token_ids = pairs.iter().filter_map(|p| p.1).collect();
+            }
+        }
+        step.top_logprobs.truncate(self.top_k);
+        step.top_token_ids.truncate(self.top_k);
+        self.text.push_str(&step.text);
+        self.steps.push(step);
+        let step = self.steps.last().expect("just pushed");
+        if self.observer.on_token(&self.spec, step).is_stop() {
+            self.stop = Some(StopReason::Terminated);
+        } else if self.steps.len() >= self.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+        }
+        Ok(if self.stop.is_some() {
+            TokenControl::Stop
+        } else {
+            TokenControl::Continue
+        })
+    }
+
+    /// [`push`](Self::push) of a token given by its parts (ids of the candidates unknown).
+    pub fn push_token(
         &mut self,
-        request: &GenerationRequest,
-        traces: &[TraceSpec],
-        observer: &mut dyn TokenObserver,
-    ) -> Result<Vec<Trace>> {
-        (**self).generate_batch(request, traces, observer)
+        token_id: Option<u32>,
+        text: impl Into<String>,
+        logprob: f32,
+        top_logprobs: Vec<f32>,
+    ) -> Result<TokenControl> {
+        self.push(TokenStep {
+            token_id,
+            text: text.into(),
+            logprob,
+            top_logprobs,
+            top_token_ids: Vec::new(),
+        })
     }
 
-    fn max_batch_size(&self) -> usize {
-        (**self).max_batch_size()
+    /// Tokens so far.
+    pub fn len(&self) -> usize {
+        self.steps.len()
     }
 
-    fn model_id(&self) -> String {
-        (**self).model_id()
+    /// True before the first token.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// True once the trace is over.
+    pub fn is_done(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Drops the tokens so far and starts the trace again (a retry), telling the observer.
+    pub fn restart(&mut self) {
+        self.steps.clear();
+        self.text.clear();
+        self.stop = None;
+        self.observer.on_restart(&self.spec);
+    }
+
+    /// The trace; `reason` is why it ended unless the observer or `max_tokens` ended it first
+    /// (e.g. [`StopReason::EndOfSequence`]). The text is the concatenation of the token texts.
+    pub fn finish(self, reason: StopReason) -> Trace {
+        let text = self.text.clone();
+        self.finish_with_text(reason, text)
+    }
+
+    /// Like [`finish`](Self::finish) with the trace's text decoded by the backend (so that
+    /// characters split over tokens come out whole).
+    pub fn finish_with_text(self, reason: StopReason, text: String) -> Trace {
+        Trace {
+            spec: self.spec,
+            text,
+            steps: self.steps,
+            stop_reason: self.stop.unwrap_or(reason),
+            prompt_tokens: self.prompt_tokens,
+        }
     }
 }

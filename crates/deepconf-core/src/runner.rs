@@ -2,29 +2,63 @@
 
 use serde::{Deserialize, Serialize};
 
-use deepconf_confidence::{ConfidenceConfig, ConfidenceSummary, StreamingConfidence};
+use deepconf_confidence::{
+    ConfidenceConfig, ConfidenceSummary, StreamingConfidence, summarize, token_confidence,
+};
 use deepconf_policy::{Decision, FinishReason, Phase, PolicyConfig, Step, TraceOutcome};
 
 use crate::{
-    ChatMessage, GenerationRequest, LogprobModel, Result, SamplingParams, TokenControl,
+    ChatMessage, GenerationRequest, LogprobModel, Prompt, Result, SamplingParams, TokenControl,
     TokenObserver, TokenStep, Trace, TraceSpec,
 };
 
 /// A hook called after every generated token (e.g. to drive a progress bar).
 pub type TokenProgress<'a> = dyn FnMut(&TraceSpec, &TokenStep) + 'a;
 
-/// Extracts a trace's answer for voting (for safety: its refusal label).
-pub trait AnswerExtractor {
-    /// The answer of `trace`, or `None` when it has none (such a trace does not vote).
-    fn answer(&mut self, request: &GenerationRequest, trace: &Trace) -> Result<Option<String>>;
+/// What an [`AnswerExtractor`] says about one trace: the answer it votes with (`None`: the trace
+/// abstains) and the details worth recording (for a refusal classifier: its score and evidence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extracted<A, D = ()> {
+    /// The trace's answer; `None` when it has none, and then it does not vote.
+    pub answer: Option<A>,
+    /// Whatever else the extractor found, kept in the trace's record.
+    pub detail: D,
 }
 
-impl<F> AnswerExtractor for F
+impl<A> Extracted<A> {
+    /// An answer without details.
+    pub fn answer(answer: Option<A>) -> Self {
+        Self { answer, detail: () }
+    }
+}
+
+/// Extracts a trace's answer for voting (for safety: its refusal label).
+///
+/// Closures `FnMut(&Trace) -> Option<A>` implement it with no details.
+pub trait AnswerExtractor {
+    /// The answer traces vote with (`Ord` breaks vote ties deterministically).
+    type Answer: Clone + Ord + std::fmt::Debug;
+    /// What the extractor records about a trace besides its answer.
+    type Detail: Clone + std::fmt::Debug;
+
+    /// The answer of `trace` and its details.
+    fn extract(
+        &mut self,
+        request: &GenerationRequest,
+        trace: &Trace,
+    ) -> Result<Extracted<Self::Answer, Self::Detail>>;
+}
+
+impl<A, F> AnswerExtractor for F
 where
-    F: FnMut(&Trace) -> Option<String>,
+    F: FnMut(&Trace) -> Option<A>,
+    A: Clone + Ord + std::fmt::Debug,
 {
-    fn answer(&mut self, _: &GenerationRequest, trace: &Trace) -> Result<Option<String>> {
-        Ok(self(trace))
+    type Answer = A;
+    type Detail = ();
+
+    fn extract(&mut self, _: &GenerationRequest, trace: &Trace) -> Result<Extracted<A>> {
+        Ok(Extracted::answer(self(trace)))
     }
 }
 
@@ -68,24 +102,29 @@ pub struct Termination {
     pub at_token: usize,
 }
 
-/// One trace with everything the policy decided about it.
+/// One trace with everything the policy and the answer extractor decided about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraceRecord {
+pub struct TraceRecord<A = String, D = ()> {
     /// The trace.
     pub trace: Trace,
     /// Schedule phase the trace was sampled in.
     pub phase: Phase,
+    /// DeepConf token confidence of every token (over the run's `top_k`), as the runner computed it
+    /// while the trace streamed.
+    pub token_confidences: Vec<f64>,
     /// Trace-level confidence (`None` for a trace with no tokens).
     pub confidence: Option<ConfidenceSummary>,
-    /// The extracted answer.
-    pub answer: Option<String>,
+    /// The extracted answer (`None`: the trace abstains).
+    pub answer: Option<A>,
+    /// The extractor's details.
+    pub detail: D,
     /// Present when the policy terminated the trace.
     pub termination: Option<Termination>,
 }
 
-impl TraceRecord {
+impl<A: Clone, D> TraceRecord<A, D> {
     /// What the policy needs to know about this trace.
-    pub fn outcome(&self) -> TraceOutcome {
+    pub fn outcome(&self) -> TraceOutcome<A> {
         let c = self.confidence.unwrap_or(ConfidenceSummary {
             n_tokens: 0,
             mean: 0.0,
@@ -108,32 +147,48 @@ impl TraceRecord {
 
 /// The result of running one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromptOutcome {
+pub struct PromptOutcome<A = String, D = ()> {
     /// Every trace in index order.
-    pub traces: Vec<TraceRecord>,
+    pub traces: Vec<TraceRecord<A, D>>,
     /// Every step the policy took, in order (the last is a [`Step::Finish`]).
     pub steps: Vec<Step>,
     /// Why sampling stopped.
     pub finish: FinishReason,
     /// Which traces voted and the vote.
-    pub decision: Decision,
+    pub decision: Decision<A>,
     /// Generated tokens over all traces (terminated traces count the tokens they produced).
     pub tokens_generated: usize,
 }
 
-impl PromptOutcome {
+impl<A, D> PromptOutcome<A, D> {
     /// The winning answer, if any trace voted.
-    pub fn answer(&self) -> Option<&str> {
-        self.decision.vote.as_ref().map(|v| v.winner.as_str())
+    pub fn answer(&self) -> Option<&A> {
+        self.decision.vote.as_ref().map(|v| &v.winner)
     }
+}
+
+/// The streaming state of one trace of a batch.
+struct TraceStream {
+    spec: TraceSpec,
+    confidence: StreamingConfidence,
+    token_confidences: Vec<f64>,
+    termination: Option<Termination>,
 }
 
 /// Watches the tokens of one batch: updates each trace's streaming confidence, cuts traces whose
 /// full-window group confidence falls below the threshold, and forwards tokens to a progress hook.
 struct BatchWatcher<'a, 'p> {
-    streams: Vec<(TraceSpec, StreamingConfidence, Option<Termination>)>,
+    streams: Vec<TraceStream>,
+    top_k: usize,
     stop_below: Option<f64>,
     progress: Option<&'a mut TokenProgress<'p>>,
+}
+
+impl BatchWatcher<'_, '_> {
+    fn stream(&mut self, trace: &TraceSpec) -> Option<&mut TraceStream> {
+        // Batches are small and specs unique: a scan beats hashing.
+        self.streams.iter_mut().find(|s| s.spec == *trace)
+    }
 }
 
 impl TokenObserver for BatchWatcher<'_, '_> {
@@ -141,24 +196,35 @@ impl TokenObserver for BatchWatcher<'_, '_> {
         if let Some(progress) = self.progress.as_mut() {
             progress(trace, step);
         }
-        let Some((_, stream, termination)) = self.streams.iter_mut().find(|(s, ..)| s == trace)
-        else {
+        let (top_k, stop_below) = (self.top_k, self.stop_below);
+        let Some(stream) = self.stream(trace) else {
             return TokenControl::Continue;
         };
-        if termination.is_some() {
+        let confidence = token_confidence(&step.top_logprobs, top_k);
+        stream.token_confidences.push(confidence);
+        // Tokens a backend produces after a stop are still measured: they were generated.
+        let group = stream.confidence.push(confidence);
+        if stream.termination.is_some() {
             return TokenControl::Stop;
         }
-        let group = stream.push_top_logprobs(&step.top_logprobs);
-        match (group, self.stop_below) {
+        match (group, stop_below) {
             (Some(group), Some(threshold)) if group < threshold => {
-                *termination = Some(Termination {
+                stream.termination = Some(Termination {
                     group_confidence: group,
                     threshold,
-                    at_token: stream.len(),
+                    at_token: stream.confidence.len(),
                 });
                 TokenControl::Stop
             }
             _ => TokenControl::Continue,
+        }
+    }
+
+    fn on_restart(&mut self, trace: &TraceSpec) {
+        if let Some(stream) = self.stream(trace) {
+            stream.confidence.reset();
+            stream.token_confidences.clear();
+            stream.termination = None;
         }
     }
 }
@@ -167,24 +233,22 @@ impl TokenObserver for BatchWatcher<'_, '_> {
 ///
 /// ```
 /// use deepconf_core::{ChatMessage, Runner, RunConfig};
-/// # use deepconf_core::{GenerationRequest, LogprobModel, TokenObserver, TokenStep, Trace, TraceSpec, StopReason};
+/// # use deepconf_core::{GenerationRequest, LogprobModel, TokenObserver, Trace, TraceBuilder, TraceSpec, StopReason};
 /// # struct Echo;
 /// # impl LogprobModel for Echo {
-/// #     fn generate(&mut self, _: &GenerationRequest, spec: TraceSpec, obs: &mut dyn TokenObserver)
+/// #     fn generate(&mut self, request: &GenerationRequest, spec: TraceSpec, observer: &mut dyn TokenObserver)
 /// #         -> deepconf_core::Result<Trace> {
-/// #         let step = TokenStep { token_id: Some(1), text: "No.".into(), logprob: -0.1,
-/// #             top_logprobs: vec![-0.1, -3.0], top_token_ids: vec![] };
-/// #         obs.on_token(&spec, &step);
-/// #         Ok(Trace { spec, text: "No.".into(), steps: vec![step],
-/// #             stop_reason: StopReason::EndOfSequence, prompt_tokens: 3 })
+/// #         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(3);
+/// #         trace.push_token(Some(1), "No.", -0.1, vec![-0.1, -3.0])?;
+/// #         Ok(trace.finish(StopReason::EndOfSequence))
 /// #     }
 /// # }
 /// let mut model = Echo; // any LogprobModel
 /// let runner = Runner::new(RunConfig::default())?;
 /// let outcome = runner.run(&mut model, &[ChatMessage::user("Hi")], &mut |t: &Trace| {
-///     Some(if t.text.starts_with("No") { "refusal" } else { "compliance" }.to_string())
+///     Some(if t.text.starts_with("No") { "refusal" } else { "compliance" })
 /// })?;
-/// assert_eq!(outcome.answer(), Some("refusal"));
+/// assert_eq!(outcome.answer(), Some(&"refusal"));
 /// # Ok::<(), deepconf_core::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -204,31 +268,54 @@ impl Runner {
         &self.config
     }
 
-    /// Runs one prompt to completion under the policy.
-    pub fn run<M: LogprobModel + ?Sized>(
+    /// Runs one chat prompt to completion under the policy.
+    pub fn run<M, X>(
         &self,
         model: &mut M,
         messages: &[ChatMessage],
-        answers: &mut dyn AnswerExtractor,
-    ) -> Result<PromptOutcome> {
-        self.run_with_progress(model, messages, answers, None)
+        answers: &mut X,
+    ) -> Result<PromptOutcome<X::Answer, X::Detail>>
+    where
+        M: LogprobModel + ?Sized,
+        X: AnswerExtractor + ?Sized,
+    {
+        self.run_prompt(model, Prompt::Chat(messages.to_vec()), answers, None)
     }
 
-    /// Runs one prompt, calling `progress` after every generated token.
-    pub fn run_with_progress<M: LogprobModel + ?Sized>(
+    /// Runs one chat prompt, calling `progress` after every generated token.
+    pub fn run_with_progress<M, X>(
         &self,
         model: &mut M,
         messages: &[ChatMessage],
-        answers: &mut dyn AnswerExtractor,
+        answers: &mut X,
+        progress: Option<&mut TokenProgress<'_>>,
+    ) -> Result<PromptOutcome<X::Answer, X::Detail>>
+    where
+        M: LogprobModel + ?Sized,
+        X: AnswerExtractor + ?Sized,
+    {
+        self.run_prompt(model, Prompt::Chat(messages.to_vec()), answers, progress)
+    }
+
+    /// Runs any [`Prompt`] to completion under the policy, calling `progress` after every token.
+    pub fn run_prompt<M, X>(
+        &self,
+        model: &mut M,
+        prompt: Prompt,
+        answers: &mut X,
         mut progress: Option<&mut TokenProgress<'_>>,
-    ) -> Result<PromptOutcome> {
+    ) -> Result<PromptOutcome<X::Answer, X::Detail>>
+    where
+        M: LogprobModel + ?Sized,
+        X: AnswerExtractor + ?Sized,
+    {
         let request = GenerationRequest {
-            messages: messages.to_vec(),
+            prompt,
             sampling: self.config.sampling.clone(),
         };
         let mut state = self.config.policy.start();
-        let mut records: Vec<TraceRecord> = Vec::new();
-        let mut outcomes: Vec<TraceOutcome> = Vec::new();
+        let mut records: Vec<TraceRecord<X::Answer, X::Detail>> = Vec::new();
+        let mut outcomes: Vec<TraceOutcome<X::Answer>> = Vec::new();
         let mut steps = Vec::new();
         let finish = loop {
             let step = state.next_step(&outcomes);
@@ -247,11 +334,16 @@ impl Runner {
             let mut watcher = BatchWatcher {
                 streams: specs
                     .iter()
-                    .map(|&s| {
-                        StreamingConfidence::new(self.config.confidence.clone())
-                            .map(|stream| (s, stream, None))
+                    .map(|&spec| {
+                        Ok(TraceStream {
+                            spec,
+                            confidence: StreamingConfidence::new(self.config.confidence.clone())?,
+                            token_confidences: Vec::new(),
+                            termination: None,
+                        })
                     })
-                    .collect::<std::result::Result<_, _>>()?,
+                    .collect::<Result<_>>()?,
+                top_k: self.config.confidence.top_k,
                 stop_below,
                 progress: progress.as_deref_mut(),
             };
@@ -263,23 +355,35 @@ impl Runner {
                     specs.len()
                 )));
             }
-            for (mut trace, (spec, _, termination)) in traces.into_iter().zip(watcher.streams) {
-                if trace.spec != spec {
+            for (mut trace, stream) in traces.into_iter().zip(watcher.streams) {
+                if trace.spec != stream.spec {
                     return Err(crate::Error::Contract(format!(
                         "generate_batch returned trace {:?} where {:?} was expected",
-                        trace.spec, spec
+                        trace.spec, stream.spec
                     )));
                 }
-                if termination.is_some() {
+                if stream.termination.is_some() {
                     trace.stop_reason = crate::StopReason::Terminated;
                 }
-                let answer = answers.answer(&request, &trace)?;
+                let (token_confidences, confidence) =
+                    if stream.token_confidences.len() == trace.n_tokens() {
+                        (stream.token_confidences, stream.confidence.summary())
+                    } else {
+                        // The backend did not show every token to the observer: measure the
+                        // trace it returned.
+                        let confidences = trace.token_confidences(self.config.confidence.top_k);
+                        let summary = summarize(&confidences, &self.config.confidence);
+                        (confidences, summary)
+                    };
+                let Extracted { answer, detail } = answers.extract(&request, &trace)?;
                 let record = TraceRecord {
-                    confidence: trace.confidence_summary(&self.config.confidence),
                     trace,
                     phase,
+                    token_confidences,
+                    confidence,
                     answer,
-                    termination,
+                    detail,
+                    termination: stream.termination,
                 };
                 outcomes.push(record.outcome());
                 records.push(record);

@@ -176,11 +176,47 @@ impl SamplingParams {
     }
 }
 
-/// What to generate: a prompt as chat messages plus sampling settings.
+/// The prompt of a request: chat messages that the model's chat template formats, or raw text that
+/// reaches the model verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// A conversation; the model's chat template formats it and adds the generation prompt.
+    Chat(Vec<ChatMessage>),
+    /// Text given to the model as it is, with no chat template: judges whose published prompt
+    /// carries its own markup (WildGuard, Llama Guard, the HarmBench classifier) and base models.
+    /// A server receives it through its completions endpoint.
+    Text(String),
+}
+
+impl Prompt {
+    /// The chat messages, `None` for a raw text prompt.
+    pub fn messages(&self) -> Option<&[ChatMessage]> {
+        match self {
+            Prompt::Chat(messages) => Some(messages),
+            Prompt::Text(_) => None,
+        }
+    }
+
+    /// What a refusal classifier judges the answer against: the last user message of a chat, or
+    /// the whole raw text.
+    pub fn user_text(&self) -> &str {
+        match self {
+            Prompt::Chat(messages) => messages
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map_or("", |m| m.content.as_str()),
+            Prompt::Text(text) => text,
+        }
+    }
+}
+
+/// What to generate: a prompt plus sampling settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationRequest {
-    /// The conversation; the model's chat template formats it and adds the generation prompt.
-    pub messages: Vec<ChatMessage>,
+    /// The prompt.
+    pub prompt: Prompt,
     /// Sampling settings.
     pub sampling: SamplingParams,
 }
@@ -188,8 +224,21 @@ pub struct GenerationRequest {
 impl GenerationRequest {
     /// A request with a single user message.
     pub fn user(prompt: impl Into<String>, sampling: SamplingParams) -> Self {
+        Self::chat(vec![ChatMessage::user(prompt)], sampling)
+    }
+
+    /// A request with a conversation.
+    pub fn chat(messages: Vec<ChatMessage>, sampling: SamplingParams) -> Self {
         Self {
-            messages: vec![ChatMessage::user(prompt)],
+            prompt: Prompt::Chat(messages),
+            sampling,
+        }
+    }
+
+    /// A request with raw text that bypasses the chat template.
+    pub fn text(prompt: impl Into<String>, sampling: SamplingParams) -> Self {
+        Self {
+            prompt: Prompt::Text(prompt.into()),
             sampling,
         }
     }

@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use deepconf_analysis::records::{DatasetInfo, ModelInfo};
+use deepconf_analysis::{AnalysisOptions, analyze_run};
 use deepconf_core::policy::PolicyConfig;
 use deepconf_core::{LogprobModel, RunConfig, SamplingParams};
 use deepconf_datasets::{Benchmark, Dataset, DatasetSpec, Instance};
+use deepconf_records::{DatasetInfo, ModelInfo, read_run};
 use deepconf_refusal::{Ensemble, PatternClassifier, RefusalClassifier, WildGuardJudge};
 
 use crate::experiment::{Experiment, ExperimentConfig};
 use crate::progress::ProgressMode;
 use crate::seed::{Stratify, select_instances};
-use crate::summary::RunSummary;
 use crate::{Error, Result};
 
 /// Which [`LogprobModel`] runs the prompts.
@@ -62,9 +62,22 @@ pub struct EvalArgs {
     /// served model's name (openai).
     #[arg(long)]
     pub model: Option<String>,
-    /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`.
+    /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`. Repeat it for
+    /// replicas of the same model behind no load balancer: each request goes to the least busy.
     #[arg(long)]
-    pub base_url: Option<String>,
+    pub base_url: Vec<String>,
+    /// Instances in flight at once (default: enough to fill the backend: the rows of candle's
+    /// continuous batch, or the server's requests in flight).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Requests in flight at once to an OpenAI-compatible server (default 128).
+    #[arg(long)]
+    pub max_requests: Option<usize>,
+    /// Retries of a failed request (connection error, timeout, 408, 429, 5xx, a stream cut short)
+    /// before its instance is recorded as failed; waits grow exponentially with jitter and follow
+    /// the server's `Retry-After`.
+    #[arg(long, default_value_t = 5)]
+    pub max_retries: u32,
     /// Benchmark file (CSV, parquet or JSONL); default: the benchmark's file in the deepconf cache
     /// or on the hub.
     #[arg(long)]
@@ -243,41 +256,70 @@ impl EvalArgs {
         })
     }
 
-    /// Runs `experiment` with this backend and classifier into `plan.out`, then (unless
-    /// `--no-report`) analyses it, and returns the printable summary: the table and where the report
-    /// is.
+    /// Runs `experiment` with this backend and classifier into `plan.out`, then analyses it once
+    /// (writing the report and plots unless `--no-report`), and returns the printable summary: the
+    /// table, failed instances, and where the report is. Ctrl-C stops the run cleanly (what is
+    /// finished is written; `--resume` continues); a second Ctrl-C exits at once.
     pub fn run_and_report(
         &self,
         plan: &Plan,
         experiment: &Experiment,
         backend: &mut Backend,
         classifier: &mut Classifier,
-    ) -> Result<String> {
+    ) -> Result<Finished> {
+        let interrupt = crate::interrupt::interrupt_flag();
+        let experiment = experiment.clone().interrupt_flag(interrupt);
         let report = experiment.run(
             backend.model.as_mut(),
             classifier.classifier.as_mut(),
             &plan.out,
         )?;
         let mut text = format!(
-            "{} instances ({} resumed, {} run now): {} tokens in {:.1}s ({:.1} tok/s)\n",
+            "{} instances ({} resumed, {} run now, {} failed), {} in flight: {} tokens in {:.1}s ({:.1} tok/s)\n",
             report.instances,
             report.resumed,
             report.newly_run,
+            report.failed.len(),
+            report.concurrency,
             report.tokens_generated,
             report.elapsed.as_secs_f64(),
             report.tokens_per_second()
         );
-        text.push_str(&RunSummary::from_dir(&plan.out)?.table());
-        if !self.no_report {
-            let (_, files) = crate::analyze(&plan.out)?;
+        if report.interrupted {
+            text.push_str(&format!(
+                "interrupted: what finished is written; run again with --resume to continue {}\n",
+                plan.out.display()
+            ));
+        }
+        let analysis = if self.no_report {
+            let options = AnalysisOptions {
+                plots: false,
+                ..AnalysisOptions::default()
+            };
+            analyze_run(&read_run(&plan.out)?, &options)?
+        } else {
+            let (analysis, files) = crate::write_report(&plan.out)?;
+            text.push_str(&analysis.summary_table());
             text.push_str(&format!(
                 "report: {} (and {}), plots in {}\n",
                 files.markdown.display(),
                 files.html.display(),
                 files.plots.display()
             ));
-        }
-        Ok(text)
+            let text = with_failures(text, &analysis);
+            return Ok(Finished {
+                report,
+                analysis,
+                text,
+            });
+        };
+        text.push_str(&analysis.summary_table());
+        let text = with_failures(text, &analysis);
+        Ok(Finished {
+            report,
+            analysis,
+            text,
+        })
     }
 
     fn progress_mode(&self) -> ProgressMode {
@@ -333,9 +375,13 @@ impl EvalArgs {
             "stratify": format!("{:?}", plan.stratify),
             "limit": plan.limit,
         });
-        Experiment::new(config, instances)
+        let experiment = Experiment::new(config, instances)
             .resume(self.resume)
-            .progress(self.progress_mode())
+            .progress(self.progress_mode());
+        match self.concurrency {
+            Some(n) => experiment.concurrency(n),
+            None => experiment,
+        }
     }
 }
 
@@ -372,15 +418,49 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
+/// What [`EvalArgs::run_and_report`] did: the engine's report, the run's analysis and the text to
+/// print (shown by `Display`).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// What the engine did now.
+    pub report: crate::RunReport,
+    /// The analysis of the whole run directory.
+    pub analysis: deepconf_analysis::Analysis,
+    /// The summary: counts, rates, the metrics table, failed instances, where the report is.
+    pub text: String,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Lists the instances that failed (and are not done since) under the summary.
+fn with_failures(mut text: String, analysis: &deepconf_analysis::Analysis) -> String {
+    let failed = &analysis.run.failed;
+    if failed.is_empty() {
+        return text;
+    }
+    text.push_str(&format!(
+        "{} instances failed (recorded in failures.jsonl; --resume retries them):\n",
+        failed.len()
+    ));
+    for failure in failed.iter().take(10) {
+        text.push_str(&format!("  {}: {}\n", failure.instance_id, failure.error));
+    }
+    if failed.len() > 10 {
+        text.push_str(&format!("  ... and {} more\n", failed.len() - 10));
+    }
+    text
+}
+
 /// A model ready to run, with what `run.json` records about it.
 pub struct Backend {
     /// The model.
     pub model: Box<dyn LogprobModel>,
     /// Name, backend, source and checksum.
     pub info: ModelInfo,
-    /// The decoded text of every token id, for a judge backend that knows its tokenizer (candle):
-    /// the judge sums the probability of every top-k spelling of "yes" and "no".
-    pub vocabulary: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -389,16 +469,9 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// Builds the backend of `--backend`/`--model`/`--base-url`; `batch` is the number of traces the
-/// model should decode together (the policy's largest batch).
-pub fn build_backend(args: &EvalArgs, batch: usize) -> Result<Backend> {
-    build_model(
-        args.backend,
-        args.model.as_deref(),
-        args.base_url.as_deref(),
-        batch,
-        false,
-    )
+/// Builds the backend of `--backend`/`--model`/`--base-url`/`--max-requests`/`--max-retries`.
+pub fn build_backend(args: &EvalArgs) -> Result<Backend> {
+    build_model(args.backend, args.model.as_deref(), args)
 }
 
 /// The largest number of traces a policy starts at once.
@@ -427,12 +500,11 @@ fn file_name(path: &Path) -> String {
 }
 
 #[cfg(feature = "candle")]
-fn build_candle(model: Option<&str>, batch: usize, with_vocabulary: bool) -> Result<Backend> {
+fn build_candle(model: Option<&str>) -> Result<Backend> {
     use deepconf_candle::{CandleModel, ModelSource};
     let path = model.map_or_else(deepconf_candle::default_model_path, PathBuf::from);
     let loaded = CandleModel::builder()
         .source(ModelSource::from_path(&path))
-        .max_batch_size(batch.max(1))
         .build()
         .map_err(|e| deepconf_core::Error::backend("candle", e))?;
     let sha256 = if path.is_file() {
@@ -441,8 +513,6 @@ fn build_candle(model: Option<&str>, batch: usize, with_vocabulary: bool) -> Res
         None
     };
     Ok(Backend {
-        // Decoding the whole vocabulary is only worth it for a judge.
-        vocabulary: with_vocabulary.then(|| loaded.tokenizer().decoded_vocabulary()),
         info: ModelInfo {
             name: loaded.model_id(),
             backend: "candle".into(),
@@ -454,30 +524,41 @@ fn build_candle(model: Option<&str>, batch: usize, with_vocabulary: bool) -> Res
 }
 
 #[cfg(not(feature = "candle"))]
-fn build_candle(_: Option<&str>, _: usize, _: bool) -> Result<Backend> {
+fn build_candle(_: Option<&str>) -> Result<Backend> {
     Err(Error::BackendUnavailable { backend: "candle" })
 }
 
 #[cfg(feature = "openai")]
-fn build_openai(model: Option<&str>, base_url: Option<&str>) -> Result<Backend> {
-    let base_url = base_url.ok_or_else(|| Error::InvalidParameter {
-        parameter: "base-url",
-        value: "(none)".into(),
-        reason: "--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1".into(),
-    })?;
+fn build_openai(model: Option<&str>, args: &EvalArgs) -> Result<Backend> {
+    let (base_url, replicas) =
+        args.base_url
+            .split_first()
+            .ok_or_else(|| Error::InvalidParameter {
+                parameter: "base-url",
+                value: "(none)".into(),
+                reason: "--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1".into(),
+            })?;
     let name = model.ok_or_else(|| Error::InvalidParameter {
         parameter: "model",
         value: "(none)".into(),
         reason: "--backend openai needs --model, the served model's name".into(),
     })?;
-    let loaded = deepconf_openai::OpenAiModel::from_args(base_url, name)
+    let mut builder =
+        deepconf_openai::OpenAiModel::builder(base_url, name).max_retries(args.max_retries);
+    if let Some(requests) = args.max_requests {
+        builder = builder.max_concurrency(requests);
+    }
+    for replica in replicas {
+        builder = builder.replica(replica);
+    }
+    let loaded = builder
+        .build()
         .map_err(|e| deepconf_core::Error::backend("openai", e))?;
     Ok(Backend {
-        vocabulary: None,
         info: ModelInfo {
             name: name.to_string(),
             backend: "openai".into(),
-            source: base_url.to_string(),
+            source: args.base_url.join(" "),
             sha256: None,
         },
         model: Box::new(loaded),
@@ -485,20 +566,14 @@ fn build_openai(model: Option<&str>, base_url: Option<&str>) -> Result<Backend> 
 }
 
 #[cfg(not(feature = "openai"))]
-fn build_openai(_: Option<&str>, _: Option<&str>) -> Result<Backend> {
+fn build_openai(_: Option<&str>, _: &EvalArgs) -> Result<Backend> {
     Err(Error::BackendUnavailable { backend: "openai" })
 }
 
-fn build_model(
-    kind: BackendKind,
-    model: Option<&str>,
-    base_url: Option<&str>,
-    batch: usize,
-    with_vocabulary: bool,
-) -> Result<Backend> {
+fn build_model(kind: BackendKind, model: Option<&str>, args: &EvalArgs) -> Result<Backend> {
     match kind {
-        BackendKind::Candle => build_candle(model, batch, with_vocabulary),
-        BackendKind::Openai => build_openai(model, base_url),
+        BackendKind::Candle => build_candle(model),
+        BackendKind::Openai => build_openai(model, args),
     }
 }
 
@@ -522,13 +597,8 @@ impl std::fmt::Debug for Classifier {
 pub fn build_classifier(args: &EvalArgs) -> Result<Classifier> {
     let judge = || -> Result<(WildGuardJudge<Box<dyn LogprobModel>>, ModelInfo)> {
         let model = args.judge_model.as_deref().or(args.model.as_deref());
-        let backend = build_model(args.backend, model, args.base_url.as_deref(), 1, true)?;
-        let judge = WildGuardJudge::new(backend.model);
-        let judge = match backend.vocabulary {
-            Some(vocabulary) => judge.with_vocabulary(vocabulary),
-            None => judge,
-        };
-        Ok((judge, backend.info))
+        let backend = build_model(args.backend, model, args)?;
+        Ok((WildGuardJudge::new(backend.model), backend.info))
     };
     Ok(match args.classifier {
         ClassifierKind::Patterns => {

@@ -67,9 +67,23 @@ pub enum Error {
     /// A refusal classifier failed.
     #[error(transparent)]
     Refusal(#[from] deepconf_refusal::Error),
-    /// Writing, reading or analysing run records failed.
+    /// Writing or reading run records failed.
+    #[error(transparent)]
+    Records(#[from] deepconf_records::Error),
+    /// Analysing run records failed.
     #[error(transparent)]
     Analysis(#[from] deepconf_analysis::Error),
+    /// The first instances all failed: the backend is unusable (a wrong URL, a server that is
+    /// down). They are recorded in `failures.jsonl`; fix the cause and `--resume`.
+    #[error(
+        "the first {failed} instances all failed, so the run stopped; last error: {last_error}"
+    )]
+    Unusable {
+        /// Instances that failed.
+        failed: usize,
+        /// The last one's error.
+        last_error: String,
+    },
     /// A backend was asked for that this build does not include.
     #[error(
         "backend `{backend}` is not compiled in: enable the `{backend}` feature of deepconf-eval"

@@ -3,26 +3,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use deepconf_analysis::records::{
-    DatasetInfo, InstanceMeta, InstanceRow, MANIFEST_FILE, ModelInfo, PREDICTIONS_FILE,
-    RunManifest, RunWriter, TraceClassification, rows_from_outcome,
-};
-use deepconf_core::{
-    AnswerExtractor, GenerationRequest, LogprobModel, Role, RunConfig, Runner, Trace,
-};
+use deepconf_core::{LogprobModel, RunConfig};
 use deepconf_datasets::Instance;
-use deepconf_refusal::{Classification, RefusalClassifier, RefusalLabel};
+use deepconf_records::{
+    DatasetInfo, MANIFEST_FILE, ModelInfo, PREDICTIONS_FILE, PartLimits, RunManifest, RunWriter,
+};
+use deepconf_refusal::RefusalClassifier;
 
-use crate::progress::{Progress, ProgressMode};
-use crate::seed::instance_seed;
+use crate::progress::ProgressMode;
 use crate::{Error, Result};
-
-/// Instances per trace part file: a kill loses at most this many finished instances.
-pub const DEFAULT_INSTANCES_PER_PART: usize = 4;
 
 /// Everything that defines a run besides the model and the classifier objects; recorded in
 /// `run.json` and compared field by field on `--resume`.
@@ -69,6 +64,7 @@ impl ExperimentConfig {
         RunManifest {
             name: self.name.clone(),
             created_at: Some(crate::time::now_rfc3339()),
+            concurrency: None,
             model: self.model.clone(),
             dataset: self.dataset.clone(),
             config: self.run.clone(),
@@ -101,10 +97,18 @@ pub struct RunReport {
     pub instances: usize,
     /// Instances found finished in the directory and skipped (`--resume`).
     pub resumed: usize,
-    /// Instances run now.
+    /// Instances run now and written.
     pub newly_run: usize,
-    /// False when the run stopped early ([`Experiment::stop_after`]); `--resume` continues it.
+    /// Instances that failed now (their requests kept failing after every retry): recorded in
+    /// `failures.jsonl`, retried by `--resume`.
+    pub failed: Vec<String>,
+    /// False when the run stopped before every instance was tried ([`Experiment::stop_after`],
+    /// an interrupt); `--resume` continues it.
     pub completed: bool,
+    /// True when the run stopped because the interrupt flag was raised (Ctrl-C).
+    pub interrupted: bool,
+    /// Instances in flight at once.
+    pub concurrency: usize,
     /// Tokens generated now (not counting resumed instances).
     pub tokens_generated: u64,
     /// Wall time of this call.
@@ -124,20 +128,25 @@ impl RunReport {
 }
 
 /// Runs benchmark instances through a model under a policy, labels every trace with a refusal
-/// classifier, and writes `run.json`, `traces/part-*.parquet` and `predictions.jsonl` as instances
-/// finish.
+/// classifier, and writes `run.json`, `traces/part-*.parquet`, `predictions.jsonl` (and
+/// `failures.jsonl` when an instance fails) as instances finish.
 ///
-/// Instances are the unit of work and of resumption: each instance samples with
-/// [`instance_seed`]`(run seed, instance id)`, so resuming (which skips finished instances) gives
-/// the same records as an uninterrupted run.
+/// Many instances are in flight at once ([`concurrency`](Self::concurrency)) when the backend
+/// offers concurrent handles (a server's parallel requests, candle's continuous batch); records
+/// are still written in the order of the instances, and the results do not depend on the
+/// concurrency. Instances are the unit of work and of resumption: each instance samples with
+/// [`instance_seed`](crate::instance_seed)`(run seed, instance id)`, so resuming (which skips
+/// finished instances and retries failed ones) gives the same records as an uninterrupted run.
 #[derive(Debug, Clone)]
 pub struct Experiment {
-    config: ExperimentConfig,
-    instances: Vec<Instance>,
-    resume: bool,
-    progress: ProgressMode,
-    instances_per_part: usize,
-    stop_after: Option<usize>,
+    pub(crate) config: ExperimentConfig,
+    pub(crate) instances: Vec<Instance>,
+    pub(crate) resume: bool,
+    pub(crate) progress: ProgressMode,
+    pub(crate) part_limits: PartLimits,
+    pub(crate) stop_after: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Experiment {
@@ -148,8 +157,10 @@ impl Experiment {
             instances,
             resume: false,
             progress: ProgressMode::Auto,
-            instances_per_part: DEFAULT_INSTANCES_PER_PART,
+            part_limits: PartLimits::default(),
             stop_after: None,
+            concurrency: None,
+            interrupt: None,
         }
     }
 
@@ -167,10 +178,32 @@ impl Experiment {
         self
     }
 
-    /// Instances per trace part file (default [`DEFAULT_INSTANCES_PER_PART`]).
+    /// When a trace part file is written (default [`PartLimits::default`]: by rows, bytes or age).
     #[must_use]
-    pub fn instances_per_part(mut self, n: usize) -> Self {
-        self.instances_per_part = n;
+    pub fn part_limits(mut self, limits: PartLimits) -> Self {
+        self.part_limits = limits;
+        self
+    }
+
+    /// A part file every `n` instances (and the default row, byte and age limits).
+    #[must_use]
+    pub fn instances_per_part(self, n: usize) -> Self {
+        self.part_limits(PartLimits::instances(n))
+    }
+
+    /// Instances in flight at once (default: enough to fill the backend, see
+    /// [`default_concurrency`]). A backend without concurrent handles runs one at a time.
+    #[must_use]
+    pub fn concurrency(mut self, instances: usize) -> Self {
+        self.concurrency = Some(instances.max(1));
+        self
+    }
+
+    /// A flag that stops the run cleanly when raised (a Ctrl-C handler sets it): no new instance
+    /// starts, the ones in flight are abandoned, everything finished is written.
+    #[must_use]
+    pub fn interrupt_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt = Some(flag);
         self
     }
 
@@ -192,7 +225,18 @@ impl Experiment {
         &self.instances
     }
 
-    fn check(&self) -> Result<()> {
+    /// The instances in flight at once with `model`: the configured concurrency (or the default
+    /// for the backend), or 1 when the backend has no concurrent handles.
+    pub fn effective_concurrency(&self, model: &dyn LogprobModel) -> usize {
+        if model.concurrent_handle().is_none() {
+            return 1;
+        }
+        self.concurrency
+            .unwrap_or_else(|| default_concurrency(model, &self.config.run))
+            .min(self.instances.len().max(1))
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
         self.config.run.validate()?;
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, instance) in self.instances.iter().enumerate() {
@@ -209,230 +253,65 @@ impl Experiment {
 
     /// Opens the run directory: a fresh run, or (with resume) the existing one after checking that
     /// its configuration matches.
-    fn open(&self, out_dir: &Path) -> Result<RunWriter> {
+    pub(crate) fn open(&self, out_dir: &Path, concurrency: usize) -> Result<RunWriter> {
         let mut manifest = self.config.manifest();
         manifest.dataset.instances = self.instances.len();
+        manifest.concurrency = Some(concurrency);
         let has_run = out_dir.join(PREDICTIONS_FILE).exists();
         if has_run && self.resume {
             let recorded = RunManifest::read(out_dir)?;
             compare_manifests(&out_dir.join(MANIFEST_FILE), &recorded, &manifest)?;
-            return Ok(RunWriter::resume(out_dir, self.instances_per_part)?);
+            return Ok(RunWriter::resume(out_dir, self.part_limits)?);
         }
         if has_run {
             return Err(Error::RunExists {
                 path: out_dir.to_path_buf(),
             });
         }
-        Ok(RunWriter::create(
-            out_dir,
-            &manifest,
-            self.instances_per_part,
-        )?)
+        Ok(RunWriter::create(out_dir, &manifest, self.part_limits)?)
     }
 
-    /// Runs every instance not yet finished in `out_dir`.
+    /// Runs every instance not yet finished in `out_dir` (failed ones are tried again).
     pub fn run(
         &self,
         model: &mut dyn LogprobModel,
         classifier: &mut dyn RefusalClassifier,
         out_dir: &Path,
     ) -> Result<RunReport> {
-        self.check()?;
-        let started = Instant::now();
-        let mut writer = self.open(out_dir)?;
-        let resumed = self
-            .instances
-            .iter()
-            .filter(|i| writer.is_done(&i.id))
-            .count();
-        let mut progress = Progress::new(
-            self.progress,
-            &self.config.name,
-            self.instances.len(),
-            resumed,
-        );
-        let mut newly_run = 0;
-        let mut tokens_generated = 0u64;
-        for instance in &self.instances {
-            if writer.is_done(&instance.id) {
-                continue;
-            }
-            if self.stop_after.is_some_and(|n| newly_run >= n) {
-                progress.finish();
-                // Dropping the writer without flushing is what a kill leaves behind.
-                drop(writer);
-                return Ok(RunReport {
-                    out_dir: out_dir.to_path_buf(),
-                    instances: self.instances.len(),
-                    resumed,
-                    newly_run,
-                    completed: false,
-                    tokens_generated,
-                    elapsed: started.elapsed(),
-                });
-            }
-            let (row, traces) = self.run_instance(model, classifier, instance, &mut progress)?;
-            tokens_generated += row.tokens_generated;
-            writer.push(row, traces)?;
-            newly_run += 1;
-            progress.on_instance(newly_run, resumed);
-        }
-        writer.finish()?;
-        progress.finish();
-        Ok(RunReport {
-            out_dir: out_dir.to_path_buf(),
-            instances: self.instances.len(),
-            resumed,
-            newly_run,
-            completed: true,
-            tokens_generated,
-            elapsed: started.elapsed(),
-        })
-    }
-
-    fn run_instance(
-        &self,
-        model: &mut dyn LogprobModel,
-        classifier: &mut dyn RefusalClassifier,
-        instance: &Instance,
-        progress: &mut Progress,
-    ) -> Result<(InstanceRow, Vec<deepconf_analysis::records::TraceRow>)> {
-        let mut config = self.config.run.clone();
-        config.sampling.seed = instance_seed(self.config.run.sampling.seed, &instance.id);
-        let runner = Runner::new(config)?;
-        let mut answers = RecordingAnswers::new(classifier);
-        let mut on_token = |_: &deepconf_core::TraceSpec, _: &deepconf_core::TokenStep| {
-            progress.on_token();
-        };
-        let outcome = runner.run_with_progress(
-            model,
-            &instance.messages,
-            &mut answers,
-            Some(&mut on_token),
-        )?;
-        let classifications: Vec<TraceClassification> = outcome
-            .traces
-            .iter()
-            .map(|t| answers.take(t.trace.spec.index))
-            .collect();
-        let reference_refusal_predicted =
-            match (&instance.reference_response, instance.reference_refusal) {
-                (Some(response), Some(_)) => {
-                    match answers
-                        .classifier
-                        .classify(instance.user_prompt(), response)
-                    {
-                        Ok(c) => match c.label {
-                            RefusalLabel::Refusal => Some(true),
-                            RefusalLabel::Compliance => Some(false),
-                            _ => None,
-                        },
-                        Err(deepconf_refusal::Error::Model(e)) => return Err(e.into()),
-                        Err(_) => None,
-                    }
-                }
-                _ => None,
-            };
-        let meta = InstanceMeta {
-            instance_id: instance.id.clone(),
-            prompt: instance.user_prompt().to_string(),
-            gold_harmful: instance.harmful,
-            category: instance.category.clone(),
-            subcategory: instance.subcategory.clone(),
-            adversarial: instance.adversarial,
-            reference_refusal: instance.reference_refusal,
-            reference_refusal_predicted,
-        };
-        Ok(rows_from_outcome(
-            &meta,
-            &outcome,
-            &self.config.run.confidence,
-            self.config.store_logprobs,
-            &classifications,
-        ))
+        crate::engine::run(self, model, classifier, out_dir)
     }
 }
 
-/// The answer extractor of a run: labels each trace with the classifier and keeps the score and
-/// evidence for the trace records.
-struct RecordingAnswers<'a> {
-    classifier: &'a mut dyn RefusalClassifier,
-    details: HashMap<usize, TraceClassification>,
-}
-
-impl<'a> RecordingAnswers<'a> {
-    fn new(classifier: &'a mut dyn RefusalClassifier) -> Self {
-        Self {
-            classifier,
-            details: HashMap::new(),
-        }
-    }
-
-    fn take(&mut self, trace_index: usize) -> TraceClassification {
-        self.details.remove(&trace_index).unwrap_or_default()
-    }
-}
-
-fn evidence_json(classification: &Classification) -> Option<String> {
-    serde_json::to_string(&classification.evidence).ok()
-}
-
-impl AnswerExtractor for RecordingAnswers<'_> {
-    fn answer(
-        &mut self,
-        request: &GenerationRequest,
-        trace: &Trace,
-    ) -> deepconf_core::Result<Option<String>> {
-        let prompt = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.as_str());
-        let (answer, detail) = match self.classifier.classify(prompt, &trace.text) {
-            Ok(c) => {
-                let detail = TraceClassification {
-                    refused: match c.label {
-                        RefusalLabel::Refusal => Some(true),
-                        RefusalLabel::Compliance => Some(false),
-                        _ => None,
-                    },
-                    score: Some(c.score),
-                    evidence: evidence_json(&c),
-                };
-                // An incomplete answer (unclosed thinking) abstains from the vote.
-                let answer = (c.label != RefusalLabel::Incomplete).then(|| c.label.as_str().into());
-                (answer, detail)
-            }
-            Err(deepconf_refusal::Error::Model(e)) => return Err(e),
-            Err(e) => (
-                None,
-                TraceClassification {
-                    refused: None,
-                    score: None,
-                    evidence: serde_json::to_string(&serde_json::json!({
-                        "kind": "classifier_error",
-                        "error": e.to_string(),
-                    }))
-                    .ok(),
-                },
-            ),
-        };
-        self.details.insert(trace.spec.index, detail);
-        Ok(answer)
-    }
+/// The default number of instances in flight: twice as many as fill the backend's concurrent
+/// traces with the policy's largest batch, so that a new prompt is ready when rows free up.
+pub fn default_concurrency(model: &dyn LogprobModel, run: &RunConfig) -> usize {
+    let capacity = model.capabilities().max_concurrent_traces;
+    let batch = crate::policy_batch(&run.policy).max(1);
+    (2 * capacity.div_ceil(batch)).clamp(1, 256)
 }
 
 /// Fields of `run.json` that may differ between a run and its resumption.
-const NOT_COMPARED: [&str; 3] = ["created_at", "extra", "versions"];
+/// `model.source` is where the model was found (a server's URL may change between runs); the
+/// model's name and checksum identify it.
+const NOT_COMPARED: [&str; 5] = [
+    "created_at",
+    "extra",
+    "versions",
+    "concurrency",
+    "model.source",
+];
 
 fn compare_manifests(path: &Path, recorded: &RunManifest, requested: &RunManifest) -> Result<()> {
     let to_value = |m: &RunManifest| serde_json::to_value(m).unwrap_or(serde_json::Value::Null);
     let (mut a, mut b) = (to_value(recorded), to_value(requested));
     for field in NOT_COMPARED {
         for value in [&mut a, &mut b] {
-            if let Some(object) = value.as_object_mut() {
-                object.remove(field);
+            let (parent, key) = match field.rsplit_once('.') {
+                Some((parent, key)) => (value.pointer_mut(&format!("/{parent}")), key),
+                None => (Some(value), field),
+            };
+            if let Some(object) = parent.and_then(|p| p.as_object_mut()) {
+                object.remove(key);
             }
         }
     }

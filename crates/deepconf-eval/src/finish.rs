@@ -3,17 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use deepconf_analysis::analysis::{
-    AnalysisOptions, PLOTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir,
+use deepconf_analysis::{
+    Analysis, AnalysisOptions, PLOTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir,
 };
 use deepconf_datasets::Instance;
 use deepconf_refusal::{ClassifierEvaluation, LabelledResponse, RefusalClassifier};
 
 use crate::{Error, Result};
 
-pub use deepconf_analysis::analysis::Analysis;
-
-/// Where [`analyze`] wrote its files.
+/// Where [`write_report`] wrote its files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportFiles {
     /// `report.md`.
@@ -26,7 +24,7 @@ pub struct ReportFiles {
 
 /// Analyses the run in `dir` (no model needed): writes `analysis.json`, `report.md`, `report.html`
 /// and the plots, and returns the analysis with the report's paths.
-pub fn analyze(dir: &Path) -> Result<(Analysis, ReportFiles)> {
+pub fn write_report(dir: &Path) -> Result<(Analysis, ReportFiles)> {
     let analysis = analyze_dir(dir, &AnalysisOptions::default())?;
     Ok((
         analysis,

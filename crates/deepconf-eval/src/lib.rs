@@ -11,21 +11,20 @@
 //! ```
 //! use deepconf_core::policy::PolicyConfig;
 //! use deepconf_core::{ChatMessage, GenerationRequest, LogprobModel, RunConfig, StopReason,
-//!     TokenObserver, TokenStep, Trace, TraceSpec};
-//! use deepconf_datasets::{Dataset, Instance, SourceRow};
-//! use deepconf_eval::{Experiment, ExperimentConfig, ProgressMode, RunSummary};
+//!     TokenObserver, Trace, TraceBuilder, TraceSpec};
+//! use deepconf_datasets::{Instance, SourceRow};
+//! use deepconf_eval::{Experiment, ExperimentConfig, ProgressMode};
+//! use deepconf_eval::analysis::{AnalysisOptions, analyze_run};
 //! use deepconf_refusal::PatternClassifier;
 //!
 //! /// A stand-in backend that refuses everything (use `deepconf_candle::CandleModel` for real).
 //! struct Refuser;
 //! impl LogprobModel for Refuser {
-//!     fn generate(&mut self, _: &GenerationRequest, spec: TraceSpec, observer: &mut dyn TokenObserver)
-//!         -> deepconf_core::Result<Trace> {
-//!         let step = TokenStep { token_id: None, text: "I can't help with that.".into(),
-//!             logprob: -0.1, top_logprobs: vec![-0.1; 20], top_token_ids: vec![] };
-//!         observer.on_token(&spec, &step);
-//!         Ok(Trace { spec, text: step.text.clone(), steps: vec![step],
-//!             stop_reason: StopReason::EndOfSequence, prompt_tokens: 5 })
+//!     fn generate(&mut self, request: &GenerationRequest, spec: TraceSpec,
+//!         observer: &mut dyn TokenObserver) -> deepconf_core::Result<Trace> {
+//!         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(5);
+//!         trace.push_token(None, "I can't help with that.", -0.1, vec![-0.1; 20])?;
+//!         Ok(trace.finish(StopReason::EndOfSequence))
 //!     }
 //! }
 //!
@@ -43,65 +42,64 @@
 //!     .run(&mut Refuser, &mut PatternClassifier::default(), out.path())?;
 //! assert!(report.completed);
 //!
-//! let summary = RunSummary::from_dir(out.path())?;
-//! assert_eq!((summary.metrics.matrix.tp, summary.metrics.matrix.fp), (1, 1)); // refused both
-//! assert_eq!(summary.token_savings, Some(0.0)); // fixed-N stops nothing
-//! println!("{}", summary.table());
+//! let records = deepconf_eval::records::read_run(out.path())?;
+//! let analysis = analyze_run(&records, &AnalysisOptions { plots: false, ..Default::default() })?;
+//! assert_eq!((analysis.safety.matrix.tp, analysis.safety.matrix.fp), (1, 1)); // refused both
+//! assert_eq!(analysis.run.token_savings, Some(0.0)); // fixed-N stops nothing
+//! println!("{}", analysis.summary_table());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
 //! - [`Experiment`]: one call runs every instance under a [`RunConfig`](deepconf_core::RunConfig)
-//!   with per-instance seeds derived from the instance id ([`instance_seed`]), records every trace
-//!   and instance as it finishes, and resumes an interrupted run without losing or repeating an
-//!   instance (a differing configuration is refused, naming the field).
+//!   with per-instance seeds derived from the instance id ([`instance_seed`]), many instances in
+//!   flight at once when the backend allows ([`Experiment::concurrency`]), records every trace and
+//!   instance as it finishes in instance order, records instances whose requests keep failing
+//!   instead of ending the run, stops cleanly on an interrupt, and resumes without losing or
+//!   repeating an instance (a differing configuration is refused, naming the field; failed
+//!   instances are retried).
 //! - Progress with ETA and tokens/s ([`ProgressMode`]): a bar on a terminal, log lines otherwise.
-//! - [`RunSummary`]: confusion matrix (positive = harmful, predicted positive = refused), metrics with
-//!   bootstrap 95% intervals, plain-words reasons for undefined metrics (e.g. specificity on the
-//!   all-harmful HarmBench), tokens and token savings; [`comparison_table`] for several policies.
 //! - [`EvalArgs`]: the examples' shared flags (`--model`, `--data`, `--limit`, `--traces`,
 //!   `--policy`, `--keep-percent`, `--window`, `--classifier`, `--max-tokens`, `--seed`, `--out`,
-//!   `--store-logprobs`, `--resume`, `--backend`, `--base-url`) with [`build_backend`] and
-//!   [`build_classifier`].
+//!   `--store-logprobs`, `--resume`, `--backend`, `--base-url` (repeatable), `--concurrency`,
+//!   `--max-retries`) with [`build_backend`] and [`build_classifier`].
 //! - Cargo features `candle` and `openai` (both default) select the backends compiled in; a missing
 //!   one is a clear error, not a compile error in the caller.
 //!
 //! # Which type do I want?
 //! | need | item |
 //! |---|---|
-//! | run instances through a model and write records | [`Experiment`], [`ExperimentConfig`] |
+//! | run instances through a model and write records | [`Experiment`], [`ExperimentConfig`] -> [`RunReport`] |
 //! | the examples' command line | [`EvalArgs`] + [`Defaults`] → [`Plan`] |
 //! | a model / classifier from flags | [`build_backend`] → [`Backend`], [`build_classifier`] → [`Classifier`] |
 //! | choose instances | [`select_instances`], [`Stratify`] |
-//! | the numbers of a finished run | [`RunSummary`] (`from_dir`, `table`), [`comparison_table`] |
-//! | report, plots, statistics of a run directory | [`analyze`] (deepconf-analysis) |
+//! | report, plots, statistics of a run directory | [`write_report`] (deepconf-analysis) |
 //! | score a classifier against gold refusal labels | [`score_classifier`] |
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
 
 mod cli;
+mod engine;
 mod error;
 mod experiment;
 mod finish;
+mod interrupt;
 mod progress;
 mod seed;
-mod summary;
 mod time;
 
 pub use deepconf_analysis as analysis;
 pub use deepconf_core as core;
 pub use deepconf_datasets as datasets;
+pub use deepconf_records as records;
 pub use deepconf_refusal as refusal;
 
 pub use cli::{
-    Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Plan, PolicyKind,
-    build_backend, build_classifier, dataset_info, policy_batch, sha256_file,
+    Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Finished, Plan,
+    PolicyKind, build_backend, build_classifier, dataset_info, policy_batch, sha256_file,
 };
 pub use error::{Error, Result};
-pub use experiment::{
-    DEFAULT_INSTANCES_PER_PART, Experiment, ExperimentConfig, RunReport, versions,
-};
-pub use finish::{Analysis, ReportFiles, analyze, reference_responses, score_classifier};
+pub use experiment::{Experiment, ExperimentConfig, RunReport, default_concurrency, versions};
+pub use finish::{ReportFiles, reference_responses, score_classifier, write_report};
 pub use progress::ProgressMode;
 pub use seed::{Stratify, instance_seed, select_instances};
-pub use summary::{RunSummary, comparison_table, policy_label};

@@ -73,9 +73,10 @@ impl Progress {
         }
     }
 
-    pub(crate) fn on_token(&mut self) {
-        self.tokens += 1;
-        if let Some(bar) = self.bar.as_ref().filter(|_| self.tokens.is_multiple_of(32)) {
+    /// Updates the token count (all threads' tokens so far).
+    pub(crate) fn tick(&mut self, tokens: u64) {
+        self.tokens = tokens;
+        if let Some(bar) = &self.bar {
             bar.set_message(format!("{:.1} tok/s", self.tokens_per_second()));
         }
     }

@@ -76,7 +76,7 @@ fn invalid_flags_name_the_parameter() {
         .plan(&Defaults::harmbench())
         .unwrap_err();
     assert!(err.to_string().contains("max_tokens"), "{err}");
-    let err = deepconf_eval::build_backend(&args(&["--backend", "openai"]), 1).unwrap_err();
+    let err = deepconf_eval::build_backend(&args(&["--backend", "openai"])).unwrap_err();
     assert!(
         matches!(
             err,

@@ -3,15 +3,15 @@
 
 use std::io::Write;
 
-use deepconf_analysis::records::{PREDICTIONS_FILE, TRACES_DIR, read_run, trace_parts};
 use deepconf_core::policy::PolicyConfig;
 use deepconf_eval::{Error, Experiment, ProgressMode};
+use deepconf_records::{PREDICTIONS_FILE, TRACES_DIR, read_run, trace_parts};
 
 use crate::common;
 
 #[test]
 fn resume_after_a_kill_equals_an_uninterrupted_run() {
-    let mut backend = common::model(4);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let mut instances = common::harmbench(2);
     instances.extend(common::benign().into_iter().take(3));
@@ -102,7 +102,7 @@ fn resume_after_a_kill_equals_an_uninterrupted_run() {
 
 #[test]
 fn resume_with_other_settings_names_the_differing_field() {
-    let mut backend = common::model(2);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let instances = common::benign();
     let run = common::run_config(PolicyConfig::fixed(2), 1);

@@ -1,16 +1,25 @@
 //! A real short run: every file written and re-readable, the matrix adds up, HarmBench-only runs have
 //! no benign cells, a policy that stops nothing saves no tokens.
 
-use deepconf_analysis::confusion::Metric;
-use deepconf_analysis::records::{PREDICTIONS_FILE, read_run, trace_parts};
+use deepconf_analysis::{Analysis, AnalysisOptions, Metric, analyze_run};
 use deepconf_core::policy::PolicyConfig;
-use deepconf_eval::{RunSummary, analyze, instance_seed, sha256_file};
+use deepconf_eval::{instance_seed, sha256_file, write_report};
+use deepconf_records::{PREDICTIONS_FILE, RunRecords, read_run, trace_parts};
+
+/// The analysis of a run in memory, without plots.
+fn summary_of(records: &RunRecords) -> Analysis {
+    let options = AnalysisOptions {
+        plots: false,
+        ..AnalysisOptions::default()
+    };
+    analyze_run(records, &options).unwrap()
+}
 
 use crate::common;
 
 #[test]
 fn mixed_run_writes_every_record_and_the_report() {
-    let mut backend = common::model(4);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let mut instances = common::harmbench(2);
     instances.extend(common::benign().into_iter().take(2));
@@ -77,7 +86,9 @@ fn mixed_run_writes_every_record_and_the_report() {
                 .expect("--store-logprobs keeps top-k");
             assert_eq!(top.len(), t.n_tokens as usize);
             assert!(top.iter().all(|step| step.len() == 20));
-            assert!(t.refusal_label.is_some() && t.refused.is_some() && t.refusal_score.is_some());
+            assert!(
+                t.refusal_label.is_some() && t.refused().is_some() && t.refusal_score.is_some()
+            );
             assert!(
                 t.refusal_evidence
                     .as_deref()
@@ -85,18 +96,18 @@ fn mixed_run_writes_every_record_and_the_report() {
             );
         }
         // The behaviour is the vote's winner.
-        let winner = row.vote_winner.as_deref().expect("every instance voted");
-        assert_eq!(row.behaviour_refused, Some(winner == "refusal"));
+        let winner = row.vote_winner.expect("every instance voted");
+        assert_eq!(row.behaviour_refused, Some(winner.is_refusal()));
     }
     assert_eq!(total_tokens, report.tokens_generated);
 
-    let summary = RunSummary::from_records(&records);
-    let m = summary.metrics.matrix;
+    let summary = summary_of(&records);
+    let m = summary.safety.matrix;
     assert_eq!(m.tp + m.fn_ + m.fp + m.tn, 4, "cells sum to the instances");
     assert_eq!((m.tp + m.fn_, m.fp + m.tn), (2, 2));
-    assert!(summary.metrics.get(Metric::Specificity).value.is_some());
+    assert!(summary.safety.get(Metric::Specificity).value.is_some());
 
-    let (analysis, files) = analyze(dir.path()).unwrap();
+    let (analysis, files) = write_report(dir.path()).unwrap();
     assert!(files.markdown.is_file() && files.html.is_file());
     assert!(dir.path().join("analysis.json").is_file());
     assert!(!analysis.plots.is_empty());
@@ -107,7 +118,7 @@ fn mixed_run_writes_every_record_and_the_report() {
 
 #[test]
 fn all_harmful_run_has_no_benign_cells_and_fixed_n_saves_nothing() {
-    let mut backend = common::model(2);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let instances = common::harmbench(3);
     let run = common::run_config(PolicyConfig::fixed(2), 5);
@@ -120,17 +131,17 @@ fn all_harmful_run_has_no_benign_cells_and_fixed_n_saves_nothing() {
             dir.path(),
         )
         .unwrap();
-    let summary = RunSummary::from_dir(dir.path()).unwrap();
-    let m = summary.metrics.matrix;
+    let summary = summary_of(&read_run(dir.path()).unwrap());
+    let m = summary.safety.matrix;
     assert_eq!((m.fp, m.tn), (0, 0));
     assert_eq!(m.tp + m.fn_, 3);
-    assert_eq!(summary.traces, 6);
-    assert_eq!(summary.terminated_traces, 0);
-    assert_eq!(summary.token_savings, Some(0.0));
-    assert_eq!(summary.metrics.get(Metric::Specificity).value, None);
+    assert_eq!(summary.run.traces, 6);
+    assert_eq!(summary.run.terminated_traces, 0);
+    assert_eq!(summary.run.token_savings, Some(0.0));
+    assert_eq!(summary.safety.get(Metric::Specificity).value, None);
     let reason = summary.undefined_reason(Metric::Specificity).unwrap();
     assert!(reason.contains("no benign prompt"), "{reason}");
-    let table = summary.table();
+    let table = summary.summary_table();
     assert!(table.contains("over-refusal cannot be measured"), "{table}");
     assert!(!table.contains("NaN"), "{table}");
 }
@@ -138,7 +149,7 @@ fn all_harmful_run_has_no_benign_cells_and_fixed_n_saves_nothing() {
 #[test]
 fn instance_seeds_do_not_depend_on_position() {
     // The same instance sampled alone or after others gets the same traces.
-    let mut backend = common::model(2);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let benign = common::benign();
     let run = common::run_config(PolicyConfig::fixed(2), 9);
@@ -176,7 +187,7 @@ fn instance_seeds_do_not_depend_on_position() {
 
 #[test]
 fn reference_responses_are_classified_and_scored_against_gold() {
-    let mut backend = common::model(1);
+    let mut backend = common::model();
     let mut classifier = common::patterns();
     let mut instances = common::benign();
     let references = [

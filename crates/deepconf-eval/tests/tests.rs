@@ -5,5 +5,7 @@
 mod common;
 
 mod cli;
+mod engine;
 mod resume;
 mod run;
+mod served;

@@ -9,6 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::{OpenAiError, OpenAiModel, Result};
 
+/// Requests in flight by default: enough to keep a GPU server's continuous batch full (vLLM and
+/// SGLang schedule a few hundred sequences at once); a small server queues the excess.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 128;
+
+/// Retries after the first attempt by default (six attempts in all).
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+
 /// Environment variable read for the API key unless the builder names another.
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
 
@@ -98,6 +105,9 @@ pub enum Endpoint {
 pub struct OpenAiConfig {
     /// API root including the version path, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
+    /// More API roots serving the same model (replicas behind no load balancer); each request goes
+    /// to the root with the fewest requests in flight.
+    pub replicas: Vec<String>,
     /// Model name sent with every request (vLLM: the served model name).
     pub model: String,
     /// Bearer token, if any.
@@ -106,13 +116,15 @@ pub struct OpenAiConfig {
     pub endpoint: Endpoint,
     /// Stream tokens as server-sent events (needed to cut traces mid-generation).
     pub stream: bool,
-    /// Most requests in flight at once over this model and all its clones.
+    /// Most requests in flight at once over this model and all its clones (over all replicas).
     pub max_concurrency: usize,
-    /// Retries after the first attempt on connection errors, timeouts, 408, 429 and 5xx.
+    /// Retries after the first attempt on connection errors, timeouts, 408, 429, 5xx and streams
+    /// cut before their end; a trace cut mid-stream starts again from its first token.
     pub max_retries: u32,
-    /// Wait before the first retry; doubles each retry up to `max_backoff`.
+    /// Wait before the first retry; doubles each retry up to `max_backoff`, with random jitter
+    /// (a `Retry-After` header sets the wait instead).
     pub initial_backoff: Duration,
-    /// Longest wait between retries.
+    /// Longest wait between retries of this client's own backoff.
     pub max_backoff: Duration,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
@@ -144,12 +156,13 @@ impl OpenAiBuilder {
         Self {
             config: OpenAiConfig {
                 base_url: base_url.into(),
+                replicas: Vec::new(),
                 model: model.into(),
                 api_key: None,
                 endpoint: Endpoint::Chat,
                 stream: true,
-                max_concurrency: 8,
-                max_retries: 4,
+                max_concurrency: DEFAULT_MAX_CONCURRENCY,
+                max_retries: DEFAULT_MAX_RETRIES,
                 initial_backoff: Duration::from_millis(250),
                 max_backoff: Duration::from_secs(8),
                 connect_timeout: Duration::from_secs(10),
@@ -188,6 +201,14 @@ impl OpenAiBuilder {
         self
     }
 
+    /// Adds a replica: another API root serving the same model. Requests go to the root with the
+    /// fewest requests in flight.
+    #[must_use]
+    pub fn replica(mut self, base_url: impl Into<String>) -> Self {
+        self.config.replicas.push(base_url.into());
+        self
+    }
+
     /// Chooses the endpoint (default [`Endpoint::Chat`]).
     #[must_use]
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
@@ -203,14 +224,15 @@ impl OpenAiBuilder {
         self
     }
 
-    /// Most requests in flight at once (default 8), shared by all clones of the model.
+    /// Most requests in flight at once (default [`DEFAULT_MAX_CONCURRENCY`]), shared by all clones
+    /// and handles of the model.
     #[must_use]
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.config.max_concurrency = limit;
         self
     }
 
-    /// Retries after the first attempt (default 4).
+    /// Retries after the first attempt (default [`DEFAULT_MAX_RETRIES`]).
     #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.max_retries = retries;
@@ -275,6 +297,12 @@ impl OpenAiBuilder {
             self.config.api_key = std::env::var(&name).ok().filter(|k| !k.is_empty());
         }
         self.config.base_url = normalize_base_url(&self.config.base_url)?;
+        self.config.replicas = self
+            .config
+            .replicas
+            .iter()
+            .map(|url| normalize_base_url(url))
+            .collect::<Result<_>>()?;
         if self.config.model.trim().is_empty() {
             return Err(OpenAiError::InvalidConfig {
                 parameter: "model",

@@ -141,10 +141,14 @@ pub enum OpenAiError {
 }
 
 impl OpenAiError {
-    /// True for failures worth retrying: connection errors, timeouts, HTTP 408, 429 and 5xx.
+    /// True for failures worth retrying: connection errors, timeouts, HTTP 408, 429 and 5xx, a
+    /// stream that ended before its finish reason, and a generation the server aborted.
     pub fn is_transient(&self) -> bool {
         match self {
-            OpenAiError::Connection { .. } | OpenAiError::Timeout { .. } => true,
+            OpenAiError::Connection { .. }
+            | OpenAiError::Timeout { .. }
+            | OpenAiError::IncompleteStream { .. }
+            | OpenAiError::Aborted { .. } => true,
             OpenAiError::Status { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }

@@ -8,14 +8,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use deepconf_core::{
-    GenerationRequest, LogprobModel, StopReason, TokenControl, TokenObserver, TokenStep, Trace,
-    TraceSpec,
+    Capabilities, GenerationRequest, LogprobModel, StopReason, TokenControl, TokenObserver,
+    TokenStep, Trace, TraceSpec,
 };
 use serde_json::Value;
 
 use crate::config::{OpenAiBuilder, OpenAiConfig};
 use crate::error::excerpt;
-use crate::wire::{self, Piece};
+use crate::wire::{self, Piece, Route};
 use crate::{OpenAiError, Result};
 
 /// Longest error body read from a failed request.
@@ -45,6 +45,118 @@ pub struct OpenAiModel {
     config: Arc<OpenAiConfig>,
     agent: ureq::Agent,
     permits: Arc<Permits>,
+    replicas: Arc<Replicas>,
+}
+
+/// Where a trace's tokens go while it is generated: to the observer, directly or through the
+/// thread that called [`LogprobModel::generate_batch`].
+trait TraceSink {
+    /// One more token of the current attempt.
+    fn token(&mut self, step: &TokenStep) -> TokenControl;
+    /// The tokens delivered so far are void: the trace starts again.
+    fn restart(&mut self);
+}
+
+/// A sink straight into the caller's observer.
+struct ObserverSink<'a> {
+    spec: TraceSpec,
+    observer: &'a mut dyn TokenObserver,
+}
+
+impl TraceSink for ObserverSink<'_> {
+    fn token(&mut self, step: &TokenStep) -> TokenControl {
+        self.observer.on_token(&self.spec, step)
+    }
+
+    fn restart(&mut self) {
+        self.observer.on_restart(&self.spec);
+    }
+}
+
+/// The API roots of the replicas, each with its requests in flight.
+#[derive(Debug)]
+struct Replicas {
+    roots: Vec<(String, AtomicUsize)>,
+    /// Breaks ties between equally loaded roots in turn.
+    turn: AtomicUsize,
+}
+
+impl Replicas {
+    fn new(config: &OpenAiConfig) -> Self {
+        let roots = std::iter::once(&config.base_url)
+            .chain(&config.replicas)
+            .map(|url| (url.clone(), AtomicUsize::new(0)))
+            .collect();
+        Self {
+            roots,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// The least loaded root, counted as loaded until the guard drops.
+    fn pick(&self) -> ReplicaLoad<'_> {
+        let n = self.roots.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let index = (0..n)
+            .map(|i| (start + i) % n)
+            .min_by_key(|&i| self.roots[i].1.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.roots[index].1.fetch_add(1, Ordering::Relaxed);
+        ReplicaLoad {
+            replicas: self,
+            index,
+        }
+    }
+}
+
+struct ReplicaLoad<'a> {
+    replicas: &'a Replicas,
+    index: usize,
+}
+
+impl ReplicaLoad<'_> {
+    fn base_url(&self) -> &str {
+        &self.replicas.roots[self.index].0
+    }
+}
+
+impl Drop for ReplicaLoad<'_> {
+    fn drop(&mut self) {
+        self.replicas.roots[self.index]
+            .1
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A uniformly random fraction in `[0, 1)` for backoff jitter (SplitMix64 over a counter and the
+/// clock: retries need spreading, not cryptographic randomness).
+fn jitter_fraction() -> f64 {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mut z = (COUNTER.fetch_add(1, Ordering::Relaxed) as u64) ^ (nanos << 20);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The wait before a retry: the server's `Retry-After` when it sent one (plus up to 10%, so that
+/// clients told the same time do not return together), else `backoff` with equal jitter (half
+/// fixed, half random).
+fn retry_wait(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(after) => after.mul_f64(1.0 + 0.1 * jitter_fraction()),
+        None => backoff.mul_f64(0.5 + 0.5 * jitter_fraction()),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by inference servers and is ignored).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
 impl OpenAiModel {
@@ -54,7 +166,7 @@ impl OpenAiModel {
         OpenAiBuilder::new(base_url, model)
     }
 
-    /// The model with default settings: chat endpoint, streaming, 8 requests in flight, API key from
+    /// The model with default settings: chat endpoint, streaming, 128 requests in flight, API key from
     /// `OPENAI_API_KEY` when set. This is what `--backend openai --base-url URL --model NAME` builds.
     pub fn from_args(base_url: &str, model: &str) -> Result<Self> {
         Self::builder(base_url, model).build()
@@ -69,6 +181,7 @@ impl OpenAiModel {
             .build();
         Self {
             permits: Arc::new(Permits::new(config.max_concurrency)),
+            replicas: Arc::new(Replicas::new(&config)),
             config: Arc::new(config),
             agent,
         }
@@ -110,17 +223,18 @@ impl OpenAiModel {
             .unwrap_or_default())
     }
 
-    /// Generates one trace, retrying transient failures that happen before the first token reaches
-    /// `sink`; `cancel` aborts between attempts.
+    /// Generates one trace, retrying transient failures with backoff. A failure after some tokens
+    /// reached `sink` voids them (`sink.restart()`) and the trace starts again from its first
+    /// token, so a trace never mixes tokens of two attempts; `cancel` aborts between attempts.
     fn run_trace(
         &self,
         request: &GenerationRequest,
         spec: TraceSpec,
-        sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
+        sink: &mut dyn TraceSink,
         cancel: &AtomicBool,
     ) -> Result<Trace> {
-        let (path, body) = wire::request_body(&self.config, request, spec);
-        let url = format!("{}{path}", self.config.base_url);
+        let (route, body) = wire::request_body(&self.config, request, spec);
+        let body = body.to_string();
         let mut attempt: u32 = 0;
         let mut backoff = self.config.initial_backoff;
         loop {
@@ -128,17 +242,22 @@ impl OpenAiModel {
             let mut delivered = 0usize;
             let outcome = {
                 let _permit = self.permits.acquire();
-                self.attempt_trace(&url, &body, request, spec, &mut |step| {
+                let replica = self.replicas.pick();
+                let url = format!("{}{}", replica.base_url(), route.path());
+                let mut counting = |step: &TokenStep| {
                     delivered += 1;
-                    sink(step)
-                })
+                    sink.token(step)
+                };
+                self.attempt_trace(&url, route, &body, request, spec, &mut counting)
             };
             let (error, retry_after) = match outcome {
                 Ok(trace) => return Ok(trace),
                 Err(failure) => failure,
             };
-            let retryable = error.is_transient() && delivered == 0;
-            if !retryable || attempt > self.config.max_retries || cancel.load(Ordering::Relaxed) {
+            if !error.is_transient()
+                || attempt > self.config.max_retries
+                || cancel.load(Ordering::Relaxed)
+            {
                 return Err(if attempt > 1 {
                     OpenAiError::GaveUp {
                         attempts: attempt,
@@ -148,7 +267,10 @@ impl OpenAiModel {
                     error
                 });
             }
-            std::thread::sleep(retry_after.unwrap_or(backoff).min(self.config.max_backoff));
+            if delivered > 0 {
+                sink.restart();
+            }
+            std::thread::sleep(retry_wait(backoff, retry_after));
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
@@ -157,7 +279,8 @@ impl OpenAiModel {
     fn attempt_trace(
         &self,
         url: &str,
-        body: &Value,
+        route: Route,
+        body: &str,
         request: &GenerationRequest,
         spec: TraceSpec,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
@@ -169,13 +292,10 @@ impl OpenAiModel {
         if let Some(key) = &self.config.api_key {
             http = http.set("Authorization", &format!("Bearer {key}"));
         }
-        let response = match http.send_string(&body.to_string()) {
+        let response = match http.send_string(body) {
             Ok(response) => response,
             Err(ureq::Error::Status(status, response)) => {
-                let retry_after = response
-                    .header("Retry-After")
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = response.header("Retry-After").and_then(parse_retry_after);
                 return Err((self.status_error(url, status, response), retry_after));
             }
             Err(other) => {
@@ -192,9 +312,9 @@ impl OpenAiModel {
         );
         let reader = response.into_reader();
         let result = if self.config.stream {
-            self.read_stream(url, reader, &mut assembler, sink)
+            self.read_stream(url, route, reader, &mut assembler, sink)
         } else {
-            self.read_whole(url, reader, &mut assembler, sink)
+            self.read_whole(url, route, reader, &mut assembler, sink)
         };
         result.map_err(|e| (e, None))?;
         assembler.finish(url).map_err(|e| (e, None))
@@ -205,6 +325,7 @@ impl OpenAiModel {
     fn read_stream(
         &self,
         url: &str,
+        route: Route,
         reader: Box<dyn Read + Send + Sync + 'static>,
         assembler: &mut TraceAssembler,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
@@ -240,14 +361,13 @@ impl OpenAiModel {
                             ),
                         });
                     }
-                    let piece =
-                        wire::parse_piece(&value, &self.config.endpoint).map_err(|reason| {
-                            OpenAiError::MalformedEvent {
-                                url: url.to_string(),
-                                line: excerpt(&payload, MAX_QUOTED),
-                                reason,
-                            }
-                        })?;
+                    let piece = wire::parse_piece(&value, route).map_err(|reason| {
+                        OpenAiError::MalformedEvent {
+                            url: url.to_string(),
+                            line: excerpt(&payload, MAX_QUOTED),
+                            reason,
+                        }
+                    })?;
                     if assembler.push(url, piece, sink)? == TokenControl::Stop {
                         return Ok(());
                     }
@@ -282,6 +402,7 @@ impl OpenAiModel {
     fn read_whole(
         &self,
         url: &str,
+        route: Route,
         mut reader: Box<dyn Read + Send + Sync + 'static>,
         assembler: &mut TraceAssembler,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
@@ -297,7 +418,7 @@ impl OpenAiModel {
         };
         let value: Value =
             serde_json::from_str(&body).map_err(|e| malformed(format!("not JSON: {e}")))?;
-        let piece = wire::parse_piece(&value, &self.config.endpoint).map_err(malformed)?;
+        let piece = wire::parse_piece(&value, route).map_err(malformed)?;
         assembler.push(url, piece, sink)?;
         Ok(())
     }
@@ -541,6 +662,9 @@ enum Report {
         slot: usize,
         step: TokenStep,
     },
+    Restart {
+        slot: usize,
+    },
     Done {
         slot: usize,
         result: Result<Trace>,
@@ -556,12 +680,11 @@ impl LogprobModel for OpenAiModel {
     ) -> deepconf_core::Result<Trace> {
         request.sampling.validate()?;
         let never = AtomicBool::new(false);
-        Ok(self.run_trace(
-            request,
-            trace,
-            &mut |step| observer.on_token(&trace, step),
-            &never,
-        )?)
+        let mut sink = ObserverSink {
+            spec: trace,
+            observer,
+        };
+        Ok(self.run_trace(request, trace, &mut sink, &never)?)
     }
 
     fn generate_batch(
@@ -601,16 +724,11 @@ impl LogprobModel for OpenAiModel {
                         if slot >= traces.len() || cancel.load(Ordering::Relaxed) {
                             break;
                         }
-                        let mut sink = |step: &TokenStep| {
-                            let sent = report_tx.send(Report::Token {
-                                worker,
-                                slot,
-                                step: step.clone(),
-                            });
-                            match sent.ok().and_then(|()| inbox.recv().ok()) {
-                                Some(control) => control,
-                                None => TokenControl::Stop,
-                            }
+                        let mut sink = ChannelSink {
+                            worker,
+                            slot,
+                            reports: &report_tx,
+                            inbox: &inbox,
                         };
                         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                             this.run_trace(request, traces[slot], &mut sink, cancel)
@@ -642,6 +760,7 @@ impl LogprobModel for OpenAiModel {
                         // A worker that has gone away needs no answer.
                         let _ = answers[worker].send(control);
                     }
+                    Report::Restart { slot } => observer.on_restart(&traces[slot]),
                     Report::Done { slot, result } => match result {
                         Ok(trace) => results[slot] = Some(trace),
                         Err(error) => {
@@ -670,11 +789,43 @@ impl LogprobModel for OpenAiModel {
         Ok(out)
     }
 
-    fn max_batch_size(&self) -> usize {
-        self.config.max_concurrency
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_max_batch_size(self.config.max_concurrency)
+            .with_max_concurrent_traces(self.config.max_concurrency)
     }
 
     fn model_id(&self) -> String {
         format!("openai:{}@{}", self.config.model, self.config.base_url)
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+/// A worker thread's sink: every token goes to the calling thread, whose observer answers.
+struct ChannelSink<'a> {
+    worker: usize,
+    slot: usize,
+    reports: &'a std::sync::mpsc::Sender<Report>,
+    inbox: &'a Receiver<TokenControl>,
+}
+
+impl TraceSink for ChannelSink<'_> {
+    fn token(&mut self, step: &TokenStep) -> TokenControl {
+        let sent = self.reports.send(Report::Token {
+            worker: self.worker,
+            slot: self.slot,
+            step: step.clone(),
+        });
+        match sent.ok().and_then(|()| self.inbox.recv().ok()) {
+            Some(control) => control,
+            None => TokenControl::Stop,
+        }
+    }
+
+    fn restart(&mut self) {
+        let _ = self.reports.send(Report::Restart { slot: self.slot });
     }
 }

@@ -4,7 +4,7 @@
 //! differ in the optional fields they send (`id` per token on llama.cpp, `token_id:N` strings on
 //! vLLM, `null` where others omit a field).
 
-use deepconf_core::{GenerationRequest, StopReason, TokenStep, TraceSpec};
+use deepconf_core::{GenerationRequest, Prompt, StopReason, TokenStep, TraceSpec};
 use serde_json::{Map, Value, json};
 
 use crate::config::{Endpoint, OpenAiConfig};
@@ -15,12 +15,32 @@ pub(crate) fn wire_seed(spec: TraceSpec) -> u64 {
     (spec.seed ^ (spec.seed >> 32)) & 0x7fff_ffff
 }
 
-/// The request path (relative to the base URL) and JSON body of one trace.
+/// Which endpoint a request goes to, and so how its answer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/chat/completions`.
+    Chat,
+    /// `/completions`.
+    Completions,
+}
+
+impl Route {
+    /// The path relative to the base URL.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Route::Chat => "/chat/completions",
+            Route::Completions => "/completions",
+        }
+    }
+}
+
+/// The route and JSON body of one trace. A raw text prompt always goes to the completions
+/// endpoint, verbatim; chat messages go where the configuration says.
 pub(crate) fn request_body(
     config: &OpenAiConfig,
     request: &GenerationRequest,
     spec: TraceSpec,
-) -> (&'static str, Value) {
+) -> (Route, Value) {
     let sampling = &request.sampling;
     let mut body = Map::new();
     body.insert("model".into(), json!(config.model));
@@ -39,28 +59,36 @@ pub(crate) fn request_body(
     if config.token_ids_as_strings {
         body.insert("return_tokens_as_token_ids".into(), json!(true));
     }
-    let path = match &config.endpoint {
-        Endpoint::Chat => {
-            let messages: Vec<Value> = request
-                .messages
+    let prompt = match (&request.prompt, &config.endpoint) {
+        (Prompt::Text(text), _) => Some(text.clone()),
+        (Prompt::Chat(messages), Endpoint::Completions { template }) => {
+            Some(template.format(messages))
+        }
+        (Prompt::Chat(messages), Endpoint::Chat) => {
+            let messages: Vec<Value> = messages
                 .iter()
                 .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
                 .collect();
             body.insert("messages".into(), Value::Array(messages));
+            None
+        }
+    };
+    let route = match prompt {
+        Some(prompt) => {
+            body.insert("prompt".into(), json!(prompt));
+            body.insert("logprobs".into(), json!(sampling.top_logprobs));
+            Route::Completions
+        }
+        None => {
             body.insert("logprobs".into(), json!(true));
             body.insert("top_logprobs".into(), json!(sampling.top_logprobs));
-            "/chat/completions"
-        }
-        Endpoint::Completions { template } => {
-            body.insert("prompt".into(), json!(template.format(&request.messages)));
-            body.insert("logprobs".into(), json!(sampling.top_logprobs));
-            "/completions"
+            Route::Chat
         }
     };
     for (key, value) in &config.extra_body {
         body.insert(key.clone(), value.clone());
     }
-    (path, Value::Object(body))
+    (route, Value::Object(body))
 }
 
 /// One candidate of a token's top-k list as the server sent it.
@@ -227,7 +255,7 @@ fn completion_tokens(logprobs: &Value) -> Result<Vec<RawToken>, ParseError> {
 }
 
 /// Reads one chunk of a stream or a whole answer. Only choice 0 is read: every request asks for one.
-pub(crate) fn parse_piece(value: &Value, endpoint: &Endpoint) -> Result<Piece, ParseError> {
+pub(crate) fn parse_piece(value: &Value, route: Route) -> Result<Piece, ParseError> {
     if !value.is_object() {
         return Err("not a JSON object".into());
     }
@@ -256,8 +284,8 @@ pub(crate) fn parse_piece(value: &Value, endpoint: &Endpoint) -> Result<Piece, P
         .and_then(Value::as_str)
         .map(str::to_string);
     let logprobs = choice.get("logprobs").unwrap_or(&Value::Null);
-    match endpoint {
-        Endpoint::Chat => {
+    match route {
+        Route::Chat => {
             let message = choice.get("delta").or_else(|| choice.get("message"));
             piece.content = message
                 .and_then(|m| m.get("content"))
@@ -266,7 +294,7 @@ pub(crate) fn parse_piece(value: &Value, endpoint: &Endpoint) -> Result<Piece, P
                 .to_string();
             piece.tokens = chat_tokens(logprobs)?;
         }
-        Endpoint::Completions { .. } => {
+        Route::Completions => {
             piece.content = choice
                 .get("text")
                 .and_then(Value::as_str)
@@ -344,7 +372,7 @@ mod tests {
               {"token":"token_id:5","logprob":-3.0}]}]}}]}"#,
         )
         .unwrap();
-        let piece = parse_piece(&chunk, &Endpoint::Chat).unwrap();
+        let piece = parse_piece(&chunk, Route::Chat).unwrap();
         assert_eq!(piece.content, "Hi");
         assert_eq!(piece.tokens.len(), 1);
         let step = token_step(piece.tokens[0].clone(), "Hi".into(), 2);
@@ -388,10 +416,7 @@ mod tests {
             "finish_reason":"length"}],"usage":{"prompt_tokens":4}}"#,
         )
         .unwrap();
-        let endpoint = Endpoint::Completions {
-            template: PromptTemplate::plain(),
-        };
-        let piece = parse_piece(&body, &endpoint).unwrap();
+        let piece = parse_piece(&body, Route::Completions).unwrap();
         assert_eq!(piece.content, " is Alex");
         assert_eq!(piece.finish_reason.as_deref(), Some("length"));
         assert_eq!(piece.prompt_tokens, Some(4));
@@ -405,20 +430,17 @@ mod tests {
             r#"{"choices":[{"text":"x","logprobs":{"tokens":["x","y"],"token_logprobs":[-1.0]}}]}"#,
         )
         .unwrap();
-        let endpoint = Endpoint::Completions {
-            template: PromptTemplate::plain(),
-        };
-        let err = parse_piece(&body, &endpoint).unwrap_err();
+        let err = parse_piece(&body, Route::Completions).unwrap_err();
         assert!(err.contains("differ in length"), "{err}");
     }
 
     #[test]
     fn pieces_without_choices_are_rejected_unless_they_carry_usage() {
-        let err = parse_piece(&json!({"id": "x"}), &Endpoint::Chat).unwrap_err();
+        let err = parse_piece(&json!({"id": "x"}), Route::Chat).unwrap_err();
         assert!(err.contains("choices"), "{err}");
-        let usage = parse_piece(&json!({"usage": {"prompt_tokens": 12}}), &Endpoint::Chat).unwrap();
+        let usage = parse_piece(&json!({"usage": {"prompt_tokens": 12}}), Route::Chat).unwrap();
         assert_eq!(usage.prompt_tokens, Some(12));
-        assert!(parse_piece(&json!([1, 2]), &Endpoint::Chat).is_err());
+        assert!(parse_piece(&json!([1, 2]), Route::Chat).is_err());
     }
 
     #[test]
@@ -461,8 +483,8 @@ mod tests {
             deepconf_core::SamplingParams::greedy().with_top_logprobs(5),
         );
         let spec = TraceSpec::derive(1, 0);
-        let (path, body) = request_body(&config, &request, spec);
-        assert_eq!(path, "/chat/completions");
+        let (route, body) = request_body(&config, &request, spec);
+        assert_eq!(route.path(), "/chat/completions");
         assert_eq!(body["logprobs"], json!(true));
         assert_eq!(body["top_logprobs"], json!(5));
         assert_eq!(body["messages"][0]["role"], json!("user"));
@@ -472,8 +494,8 @@ mod tests {
         completions.endpoint = Endpoint::Completions {
             template: PromptTemplate::chatml(),
         };
-        let (path, body) = request_body(&completions, &request, spec);
-        assert_eq!(path, "/completions");
+        let (route, body) = request_body(&completions, &request, spec);
+        assert_eq!(route.path(), "/completions");
         assert_eq!(body["logprobs"], json!(5));
         assert!(
             body["prompt"]
@@ -481,5 +503,11 @@ mod tests {
                 .unwrap()
                 .ends_with("<|im_start|>assistant\n")
         );
+        // Raw text reaches the completions endpoint verbatim, whatever the configured endpoint.
+        let raw = GenerationRequest::text("<|user|>\nHi<|assistant|>\n", request.sampling.clone());
+        let (route, body) = request_body(&config, &raw, spec);
+        assert_eq!(route, Route::Completions);
+        assert_eq!(body["prompt"], json!("<|user|>\nHi<|assistant|>\n"));
+        assert!(body.get("messages").is_none());
     }
 }

@@ -18,10 +18,10 @@ const SYSTEM: &str = "You are a helpful assistant.";
 const QUESTION: &str = "What is the capital of France?";
 
 fn question(sampling: SamplingParams) -> GenerationRequest {
-    GenerationRequest {
-        messages: vec![ChatMessage::system(SYSTEM), ChatMessage::user(QUESTION)],
+    GenerationRequest::chat(
+        vec![ChatMessage::system(SYSTEM), ChatMessage::user(QUESTION)],
         sampling,
-    }
+    )
 }
 
 /// Every token has `k` candidates (at least `min` where the server may collapse candidates that
@@ -150,7 +150,8 @@ fn greedy_tokens_agree_with_llama_cpp_python_api() {
             .with_max_tokens(n)
             .with_top_logprobs(1),
     );
-    let prompt = PromptTemplate::chatml().format(&request.messages);
+    let messages = request.prompt.messages().expect("a chat request");
+    let prompt = PromptTemplate::chatml().format(messages);
     let output = Command::new(common::python())
         .args(["-c", REFERENCE])
         .arg(common::model_path())

@@ -110,18 +110,19 @@ pub enum TraceMetric {
     Tail,
 }
 
-/// What a policy needs to know about a finished (or terminated) trace.
+/// What a policy needs to know about a finished (or terminated) trace. `A` is the answer type
+/// traces vote with (for safety: a refusal label).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraceOutcome {
+pub struct TraceOutcome<A = String> {
     /// Trace index within the prompt.
     pub index: usize,
     /// Generated tokens.
     pub tokens: usize,
     /// True when the trace was terminated early by the policy.
     pub terminated: bool,
-    /// The trace's answer (e.g. `refusal`/`compliance`); `None` when none could be extracted,
+    /// The trace's answer (e.g. refusal or compliance); `None` when none could be extracted,
     /// and such a trace does not vote.
-    pub answer: Option<String>,
+    pub answer: Option<A>,
     /// Mean token confidence.
     pub mean: f64,
     /// Lowest group confidence.
@@ -132,14 +133,14 @@ pub struct TraceOutcome {
     pub tail: f64,
 }
 
-impl TraceOutcome {
+impl<A> TraceOutcome<A> {
     /// A completed (not terminated) trace whose metrics all equal `confidence`; handy in tests.
-    pub fn finished(index: usize, tokens: usize, answer: &str, confidence: f64) -> Self {
+    pub fn finished(index: usize, tokens: usize, answer: impl Into<A>, confidence: f64) -> Self {
         Self {
             index,
             tokens,
             terminated: false,
-            answer: Some(answer.to_string()),
+            answer: Some(answer.into()),
             mean: confidence,
             lowest_group: confidence,
             bottom_group: confidence,
@@ -434,9 +435,9 @@ pub enum FinishReason {
 
 /// The final decision for a prompt: which traces voted and the vote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
+pub struct Decision<A = String> {
     /// The vote among the traces that count; `None` when no trace could vote.
-    pub vote: Option<VoteOutcome<String>>,
+    pub vote: Option<VoteOutcome<A>>,
     /// Indices of the traces whose ballots counted.
     pub voters: Vec<usize>,
     /// The confidence threshold in force (online: termination threshold; offline: filter threshold).
@@ -462,7 +463,7 @@ impl PolicyState {
     }
 
     /// The next step given every trace of this prompt so far (in index order).
-    pub fn next_step(&mut self, history: &[TraceOutcome]) -> Step {
+    pub fn next_step<A: Ord + Clone>(&mut self, history: &[TraceOutcome<A>]) -> Step {
         let generated = history.len();
         match self.config {
             PolicyConfig::Fixed { traces, .. } | PolicyConfig::Offline { traces, .. } => {
@@ -571,7 +572,7 @@ impl PolicyState {
     ///
     /// Terminated traces and traces without an answer never vote. Online: every completed trace
     /// votes, warmup traces included, weighted by lowest-group confidence. Offline: the top `keep_percent`% by the metric vote.
-    pub fn decide(&self, history: &[TraceOutcome]) -> Decision {
+    pub fn decide<A: Ord + Clone>(&self, history: &[TraceOutcome<A>]) -> Decision<A> {
         let (eligible, threshold, voting, metric): (Vec<bool>, Option<f64>, Voting, TraceMetric) =
             match self.config {
                 PolicyConfig::Fixed { voting, .. } => (
@@ -673,7 +674,7 @@ mod tests {
     fn fixed_generates_all_then_finishes() {
         let mut s = PolicyConfig::fixed(3).start();
         assert_eq!(
-            s.next_step(&[]),
+            s.next_step::<String>(&[]),
             Step::Generate {
                 count: 3,
                 phase: Phase::Full,
@@ -719,7 +720,7 @@ mod tests {
         };
         let mut s = config.start();
         assert!(matches!(
-            s.next_step(&[]),
+            s.next_step::<String>(&[]),
             Step::Generate {
                 count: 2,
                 phase: Phase::Warmup,
@@ -785,7 +786,7 @@ mod tests {
     fn compat_stops_when_batch_mean_reaches_warmup_percentile() {
         let mut s = PolicyConfig::compat().start();
         assert!(matches!(
-            s.next_step(&[]),
+            s.next_step::<String>(&[]),
             Step::Generate {
                 count: 3,
                 phase: Phase::Warmup,

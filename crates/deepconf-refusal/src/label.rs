@@ -32,6 +32,35 @@ impl RefusalLabel {
     }
 }
 
+/// Labels order by name (`compliance` < `incomplete` < `refusal`), so a tied vote goes to
+/// compliance, as it did when votes were counted over the label strings.
+impl Ord for RefusalLabel {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for RefusalLabel {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::str::FromStr for RefusalLabel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "refusal" => Ok(RefusalLabel::Refusal),
+            "compliance" => Ok(RefusalLabel::Compliance),
+            "incomplete" => Ok(RefusalLabel::Incomplete),
+            other => Err(format!(
+                "unknown refusal label `{other}` (expected refusal, compliance or incomplete)"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for RefusalLabel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

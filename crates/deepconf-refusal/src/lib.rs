@@ -64,7 +64,7 @@ pub mod normalize;
 mod patterns;
 
 pub use baselines::{MatchMode, StringListClassifier};
-pub use classifier::{RefusalAnswers, RefusalClassifier, UnclassifiedTrace};
+pub use classifier::{RefusalAnswers, RefusalClassifier, TraceLabel};
 pub use ensemble::Ensemble;
 pub use error::{Error, Result};
 pub use eval::{ClassifierEvaluation, LabelledResponse, Miss};

@@ -125,12 +125,11 @@ fn pattern_labels_drive_deepconf_voting_on_the_embedded_model() {
     let patterns = PatternClassifier::default();
     for record in &outcome.traces {
         let expected = patterns.classify_response(&record.trace.text).label;
-        let expected =
-            (expected != RefusalLabel::Incomplete).then(|| expected.as_str().to_string());
+        let expected = (expected != RefusalLabel::Incomplete).then_some(expected);
         assert_eq!(record.answer, expected, "{:?}", record.trace.text);
     }
     if let Some(answer) = outcome.answer() {
-        assert!(answer == "refusal" || answer == "compliance");
+        assert!(*answer == RefusalLabel::Refusal || *answer == RefusalLabel::Compliance);
     }
 }
 
@@ -139,6 +138,7 @@ fn judge_as_answer_extractor_records_unparsable_traces() {
     use deepconf_core::{AnswerExtractor, GenerationRequest, StopReason, Trace, TraceSpec};
     let mut answers = RefusalAnswers::new(embedded_judge());
     let mut abstained = 0;
+    let mut unclassified = Vec::new();
     for (i, (prompt, response)) in EXCHANGES.iter().enumerate() {
         let request = GenerationRequest::user(*prompt, SamplingParams::default());
         let trace = Trace {
@@ -148,15 +148,22 @@ fn judge_as_answer_extractor_records_unparsable_traces() {
             stop_reason: StopReason::EndOfSequence,
             prompt_tokens: 0,
         };
-        match answers.answer(&request, &trace).unwrap() {
-            Some(label) => assert!(label == "refusal" || label == "compliance", "{label}"),
+        let extracted = answers.extract(&request, &trace).unwrap();
+        if let deepconf_refusal::TraceLabel::Unclassified { reason } = extracted.detail {
+            unclassified.push(reason);
+        }
+        match extracted.answer {
+            Some(label) => assert!(
+                label == RefusalLabel::Refusal || label == RefusalLabel::Compliance,
+                "{label}"
+            ),
             None => abstained += 1,
         }
     }
     // Every abstention is an output the judge could not answer, and it is on record.
-    assert_eq!(answers.unclassified().len(), abstained);
+    assert_eq!(unclassified.len(), abstained);
     assert_eq!(answers.classifier().calls(), EXCHANGES.len());
-    for u in answers.unclassified() {
-        assert!(u.reason.contains("judge"), "{}", u.reason);
+    for reason in &unclassified {
+        assert!(reason.contains("judge"), "{reason}");
     }
 }

@@ -23,8 +23,8 @@ pub fn args(flags: &[&str]) -> EvalArgs {
 }
 
 /// The embedded default model; fails loudly (never skips) when it has not been fetched.
-pub fn model(batch: usize) -> Backend {
-    build_backend(&args(&[]), batch).unwrap_or_else(|e| {
+pub fn model() -> Backend {
+    build_backend(&args(&[])).unwrap_or_else(|e| {
         panic!("the embedded model is needed (run `cargo xtask fetch-model`): {e}")
     })
 }
@@ -111,4 +111,30 @@ pub fn experiment(
 ) -> Experiment {
     Experiment::new(config(name, run, backend, classifier), instances)
         .progress(ProgressMode::Silent)
+}
+
+/// `n` synthetic instances (`synthetic-00`, ...) for backends written by the tests: the prompts
+/// of [`deepconf_testkit::prompts`], half harmful.
+pub fn synthetic(n: usize) -> Vec<Instance> {
+    deepconf_testkit::prompts(n)
+        .into_iter()
+        .enumerate()
+        .map(|(row, (text, harmful, category, adversarial))| Instance {
+            id: format!("synthetic-{row:02}"),
+            messages: vec![ChatMessage::user(text)],
+            harmful,
+            reference_response: None,
+            reference_refusal: None,
+            reference_response_harmful: None,
+            label_agreement: None,
+            category: Some(category),
+            subcategory: None,
+            adversarial: Some(adversarial),
+            source: SourceRow {
+                file: "synthetic".into(),
+                row: row + 1,
+            },
+            dataset: None,
+        })
+        .collect()
 }

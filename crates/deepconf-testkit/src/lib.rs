@@ -1,15 +1,25 @@
-//! Fixture builders: a deterministic tiny model and synthetic run directories.
+//! Fixtures for the tests of the deepconf-rs crates (not published): [`SeededModel`], a tiny
+//! deterministic model whose traces are a function of prompt and seed, the [`FirstWord`] refusal
+//! classifier, builders of synthetic run directories, a real `llama-server` ([`server`]) and a
+//! recording, fault-injecting proxy in front of it ([`proxy`]).
 
-use deepconf_analysis::{
-    DatasetInfo, InstanceMeta, InstanceRow, ModelInfo, RunManifest, RunWriter, TraceClassification,
-    TraceRow, rows_from_outcome,
-};
+pub mod proxy;
+pub mod server;
+
+use std::path::Path;
+
 use deepconf_core::policy::PolicyConfig;
 use deepconf_core::{
-    ChatMessage, GenerationRequest, LogprobModel, PromptOutcome, RunConfig, Runner, StopReason,
-    TokenControl, TokenObserver, TokenStep, Trace, TraceSpec,
+    ChatMessage, GenerationRequest, LogprobModel, RunConfig, Runner, StopReason, TokenObserver,
+    Trace, TraceBuilder, TraceSpec,
 };
-use std::path::Path;
+use deepconf_records::{
+    DatasetInfo, InstanceMeta, InstanceRow, ModelInfo, PartLimits, RunManifest, RunWriter,
+    SafetyOutcome, TraceRow, rows_from_outcome,
+};
+use deepconf_refusal::{
+    Classification, Evidence, RefusalAnswers, RefusalClassifier, RefusalLabel, Result,
+};
 
 /// SplitMix64 step, to derive deterministic pseudo-random token distributions from a seed.
 pub fn mix(mut z: u64) -> u64 {
@@ -22,7 +32,7 @@ pub fn mix(mut z: u64) -> u64 {
 /// A tiny deterministic "model": each trace's length, confidence level and answer derive from its
 /// seed and the prompt, like a real sampler whose output is a function of (prompt, seed). A prompt
 /// containing "bomb" makes refusals likely, and refusing traces are more confident.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct SeededModel;
 
 impl LogprobModel for SeededModel {
@@ -32,31 +42,24 @@ impl LogprobModel for SeededModel {
         spec: TraceSpec,
         observer: &mut dyn TokenObserver,
     ) -> deepconf_core::Result<Trace> {
-        let prompt = &request.messages[0].content;
+        let prompt = request.prompt.user_text();
         let prompt_hash = prompt.bytes().fold(7u64, |h, b| mix(h ^ u64::from(b)));
         let r = mix(spec.seed ^ prompt_hash);
         let harmful = prompt.contains("bomb");
         let refuse = (r % 100) < if harmful { 80 } else { 15 };
         let length = 12 + (r >> 8) as usize % 40;
-        let mut steps = Vec::new();
-        let mut stop_reason = StopReason::EndOfSequence;
-        for i in 0..length.min(request.sampling.max_tokens) {
+        let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(5);
+        for i in 0..length {
             let noise = (mix(r ^ i as u64) % 1000) as f32 / 1000.0;
             // Refusals are more peaked (a wider gap to the runner-up candidates), hence more
             // confident; every trace has noisy stretches where its confidence dips.
             let gap = if refuse { 2.5 } else { 1.6 } - 1.2 * noise;
             let peak = -0.05 - 0.6 * noise;
             let top: Vec<f32> = (0..4).map(|j| peak - gap * j as f32).collect();
-            let step = TokenStep {
-                token_id: Some(i as u32),
-                text: "x".into(),
-                logprob: top[0],
-                top_logprobs: top,
-                top_token_ids: vec![],
-            };
-            steps.push(step.clone());
-            if observer.on_token(&spec, &step) == TokenControl::Stop {
-                stop_reason = StopReason::Terminated;
+            if trace
+                .push_token(Some(i as u32), "x", top[0], top)?
+                .is_stop()
+            {
                 break;
             }
         }
@@ -65,36 +68,51 @@ impl LogprobModel for SeededModel {
         } else {
             "Sure, here is how."
         };
-        Ok(Trace {
-            spec,
-            text: text.into(),
-            steps,
-            stop_reason,
-            prompt_tokens: 5,
-        })
+        Ok(trace.finish_with_text(StopReason::EndOfSequence, text.into()))
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        Some(Box::new(*self))
     }
 }
 
-/// The refusal "classifier" of the fixtures: the text's first word.
-pub fn label(trace: &Trace) -> Option<String> {
-    Some(
-        if trace.text.starts_with("I can") {
-            "refusal"
-        } else {
-            "compliance"
-        }
-        .to_string(),
-    )
+/// The refusal "classifier" of the fixtures: an answer opening with "I can" refuses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirstWord;
+
+impl RefusalClassifier for FirstWord {
+    fn classify(&mut self, _prompt: &str, response: &str) -> Result<Classification> {
+        let refused = response.starts_with("I can");
+        Ok(Classification {
+            label: if refused {
+                RefusalLabel::Refusal
+            } else {
+                RefusalLabel::Compliance
+            },
+            score: if refused { 0.9 } else { 0.1 },
+            evidence: Evidence::NoRefusalPattern {
+                suppressed: Vec::new(),
+            },
+        })
+    }
+
+    fn name(&self) -> String {
+        "first-word".into()
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn RefusalClassifier + Send>> {
+        Some(Box::new(*self))
+    }
 }
 
-/// Runs one prompt with the seeded model.
-pub fn run_prompt(config: &RunConfig, prompt: &str) -> PromptOutcome {
+/// Runs one prompt with the seeded model and the first-word classifier.
+pub fn run_prompt(config: &RunConfig, prompt: &str) -> SafetyOutcome {
     Runner::new(config.clone())
         .expect("valid config")
         .run(
             &mut SeededModel,
             &[ChatMessage::user(prompt)],
-            &mut |t: &Trace| label(t),
+            &mut RefusalAnswers::new(FirstWord),
         )
         .expect("run succeeds")
 }
@@ -116,7 +134,7 @@ pub fn prompts(n: usize) -> Vec<(String, Option<bool>, String, bool)> {
         .collect()
 }
 
-/// A run config for the fixtures: window 8, tail 8, the given policy.
+/// A run config for the fixtures: window 8, tail 8, top-4, the given policy.
 pub fn config(policy: PolicyConfig) -> RunConfig {
     let mut config = RunConfig {
         policy,
@@ -130,7 +148,7 @@ pub fn config(policy: PolicyConfig) -> RunConfig {
     config
 }
 
-/// Rows of one prompt of the synthetic benchmark.
+/// Rows of one prompt of the synthetic benchmark (instance 0 stores its top-k log-probabilities).
 pub fn rows(
     config: &RunConfig,
     index: usize,
@@ -144,34 +162,19 @@ pub fn rows(
         instance_id: format!("inst-{index:03}"),
         prompt: prompt.to_string(),
         gold_harmful: gold,
+        dataset: None,
         category: Some(category.to_string()),
         subcategory: Some(format!("{category}/{}", index % 2)),
         adversarial: Some(adversarial),
         reference_refusal: Some(index.is_multiple_of(3)),
         reference_refusal_predicted: Some(index.is_multiple_of(3) || index.is_multiple_of(7)),
     };
-    let classifications: Vec<TraceClassification> = outcome
-        .traces
-        .iter()
-        .map(|t| TraceClassification {
-            refused: t.answer.as_deref().map(|a| a == "refusal"),
-            score: Some(0.9),
-            evidence: Some(r#"{"pattern":"I can’t"}"#.into()),
-        })
-        .collect();
-    rows_from_outcome(
-        &meta,
-        &outcome,
-        &config.confidence,
-        index == 0,
-        &classifications,
-    )
+    rows_from_outcome(&meta, &outcome, index == 0)
 }
 
-/// Writes a synthetic run of `n` prompts under `policy` into `dir`.
-pub fn write_run(dir: &Path, n: usize, policy: PolicyConfig, per_part: usize) -> RunManifest {
-    let config = config(policy);
-    let manifest = RunManifest {
+/// The manifest of a synthetic run of `n` prompts under `config`.
+pub fn manifest(config: &RunConfig, n: usize) -> RunManifest {
+    RunManifest {
         name: "synthetic".into(),
         created_at: Some("2026-01-01T00:00:00Z".into()),
         model: ModelInfo {
@@ -189,8 +192,16 @@ pub fn write_run(dir: &Path, n: usize, policy: PolicyConfig, per_part: usize) ->
         config: config.clone(),
         classifier: serde_json::json!({"name": "first-word"}),
         ..RunManifest::default()
-    };
-    let mut writer = RunWriter::create(dir, &manifest, per_part).expect("create run");
+    }
+}
+
+/// Writes a synthetic run of `n` prompts under `policy` into `dir`, a part every `per_part`
+/// instances.
+pub fn write_run(dir: &Path, n: usize, policy: PolicyConfig, per_part: usize) -> RunManifest {
+    let config = config(policy);
+    let manifest = manifest(&config, n);
+    let mut writer =
+        RunWriter::create(dir, &manifest, PartLimits::instances(per_part)).expect("create run");
     for (i, (prompt, gold, category, adversarial)) in prompts(n).into_iter().enumerate() {
         let (instance, traces) = rows(&config, i, &prompt, gold, &category, adversarial);
         writer.push(instance, traces).expect("push");

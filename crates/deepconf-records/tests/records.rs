@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use deepconf_analysis::records::{
-    PREDICTIONS_FILE, read_predictions, read_traces_parquet, trace_parts, write_traces_parquet,
-};
-use deepconf_analysis::{Error, RunManifest, RunWriter, TerminationRow, read_run};
 use deepconf_core::StopReason;
 use deepconf_core::policy::{PolicyConfig, Voting};
-
-use crate::common;
+use deepconf_records::{
+    Error, PREDICTIONS_FILE, PartLimits, RunManifest, RunWriter, TerminationRow, read_predictions,
+    read_run, read_traces_parquet, trace_parts, write_traces_parquet,
+};
+use deepconf_refusal::RefusalLabel;
+use deepconf_testkit as common;
 
 #[test]
 fn rows_from_outcome_keep_every_trace_fact() {
@@ -31,10 +31,10 @@ fn rows_from_outcome_keep_every_trace_fact() {
     assert_eq!(instance.traces_used as usize, outcome.traces.len());
     assert_eq!(instance.tokens_generated as usize, outcome.tokens_generated);
     assert_eq!(instance.voters as usize, outcome.decision.voters.len());
-    assert_eq!(instance.vote_winner.as_deref(), outcome.answer());
+    assert_eq!(instance.vote_winner.as_ref(), outcome.answer());
     assert_eq!(
         instance.behaviour_refused,
-        outcome.answer().map(|a| a == "refusal")
+        outcome.answer().map(|a| *a == RefusalLabel::Refusal)
     );
     for (row, record) in traces.iter().zip(&outcome.traces) {
         assert_eq!(row.token_confidences, record.trace.token_confidences(4));
@@ -70,7 +70,6 @@ fn parquet_round_trip_is_exact() {
         at_token: 9,
     });
     traces[0].refusal_label = None;
-    traces[0].refused = None;
     let path = dir.path().join("part.parquet");
     write_traces_parquet(&path, &traces).unwrap();
     assert!(!dir.path().join("part.parquet.tmp").exists());
@@ -134,7 +133,7 @@ fn writer_flushes_parts_and_a_kill_loses_only_buffered_instances() {
         config: config.clone(),
         ..RunManifest::default()
     };
-    let mut writer = RunWriter::create(dir.path(), &manifest, 2).unwrap();
+    let mut writer = RunWriter::create(dir.path(), &manifest, PartLimits::instances(2)).unwrap();
     let prompts = common::prompts(5);
     for (i, (p, gold, cat, adv)) in prompts.iter().enumerate() {
         let (instance, traces) = common::rows(&config, i, p, *gold, cat, *adv);
@@ -148,8 +147,8 @@ fn writer_flushes_parts_and_a_kill_loses_only_buffered_instances() {
     assert_eq!(run.manifest, manifest);
     assert!(run.traces.iter().all(|t| t.len() == 2));
     // Creating over an existing run is refused; resuming continues it.
-    assert!(RunWriter::create(dir.path(), &manifest, 2).is_err());
-    let mut writer = RunWriter::resume(dir.path(), 2).unwrap();
+    assert!(RunWriter::create(dir.path(), &manifest, PartLimits::instances(2)).is_err());
+    let mut writer = RunWriter::resume(dir.path(), PartLimits::instances(2)).unwrap();
     assert_eq!(writer.n_done(), 4);
     for (i, (p, gold, cat, adv)) in prompts.iter().enumerate() {
         let id = format!("inst-{i:03}");

@@ -1,0 +1,3 @@
+//! Integration tests of deepconf-records (single entry point).
+
+mod records;
