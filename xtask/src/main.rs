@@ -6,7 +6,8 @@
 //!   it without an argument
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
 //! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
-//! - `cargo xtask demo`: fetch model and data if missing, then run the `harmbench` example
+//! - `cargo xtask demo`: fetch model and data if missing, then run the `mixed` example (harmful and
+//!   benign prompts, full traces, every policy replayed, the live online run cross-checked)
 mod assets;
 mod bench;
 
@@ -51,7 +52,7 @@ tasks:
                        SET: all (default), harmbench, strongreject, overrefusal
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
-  demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
+  demo [ARGS]          fetch model and data, then `cargo run --release --example mixed -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 
 /// Runs a command, failing with its command line when it does not succeed.
@@ -82,11 +83,11 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn demo(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
-    assets::fetch_data("harmbench")?;
+    assets::fetch_data("all")?;
     let mut command = cargo();
-    command.args(["run", "--release", "--example", "harmbench", "--"]);
-    // Running the main job again continues (or just re-reports) the run in its output directory
-    // instead of refusing to touch it.
+    command.args(["run", "--release", "--example", "mixed", "--"]);
+    // Running the main job again continues (or just re-reports) the runs in its output directory
+    // instead of refusing to touch them.
     if !extra.iter().any(|arg| arg == "--resume") {
         command.arg("--resume");
     }

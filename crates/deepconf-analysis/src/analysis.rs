@@ -293,6 +293,7 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
     let replay = replay_section(records, &run, options)?;
     let findings = Findings::compute(FindingsInput {
         safety: &safety,
+        by_source: &by_source,
         stratification: &stratification,
         instances,
         traces: &records.traces,

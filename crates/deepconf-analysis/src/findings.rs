@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use deepconf_core::policy::{PolicyConfig, TraceMetric};
 
-use crate::confusion::{Metric, SafetyMetrics};
+use crate::confusion::{GroupMetrics, Metric, SafetyMetrics};
 use crate::crosscheck::LiveCheck;
 use crate::replay::PolicyReplay;
 use crate::report::Document;
@@ -91,6 +91,17 @@ pub struct PolicyComparison {
     pub instances: usize,
 }
 
+/// Refusals in one source dataset of a mixture, on its harmful and on its benign prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFinding {
+    /// The source dataset.
+    pub source: String,
+    /// Refusals of its harmful prompts.
+    pub harmful_refusal: RateFinding,
+    /// Refusals of its benign prompts.
+    pub benign_over_refusal: RateFinding,
+}
+
 /// What the run found, in the order the report states it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Findings {
@@ -100,6 +111,9 @@ pub struct Findings {
     pub harmful_refusal: RateFinding,
     /// Refusals of benign prompts (over-refusal, `1 - specificity`).
     pub benign_over_refusal: RateFinding,
+    /// The same per source dataset, when the run mixes several.
+    #[serde(default)]
+    pub by_source: Vec<SourceFinding>,
     /// The hypothesis tests: correct vs incorrect behaviour, safe vs unsafe compliance.
     pub hypotheses: Vec<HypothesisFinding>,
     /// Unsafe-compliance rate of uncertain vs confident compliances.
@@ -128,6 +142,22 @@ fn complement(estimate: Estimate) -> Estimate {
         high: estimate.low.map(|v| 1.0 - v),
         resamples: estimate.resamples,
     }
+}
+
+fn rates(metrics: &SafetyMetrics) -> (RateFinding, RateFinding) {
+    let m = &metrics.matrix;
+    (
+        RateFinding {
+            n: m.tp + m.fn_,
+            events: m.tp,
+            rate: metrics.get(Metric::Sensitivity),
+        },
+        RateFinding {
+            n: m.fp + m.tn,
+            events: m.fp,
+            rate: complement(metrics.get(Metric::Specificity)),
+        },
+    )
 }
 
 fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
@@ -258,6 +288,8 @@ fn compare_policies(
 pub struct FindingsInput<'a> {
     /// The run's safety metrics.
     pub safety: &'a SafetyMetrics,
+    /// The same per source dataset.
+    pub by_source: &'a [GroupMetrics],
     /// Its confidence stratification and hypothesis tests.
     pub stratification: &'a Stratification,
     /// Instance rows of the run.
@@ -280,16 +312,22 @@ pub struct FindingsInput<'a> {
 impl Findings {
     /// Computes the findings of a run.
     pub fn compute(input: FindingsInput<'_>) -> Self {
-        let m = &input.safety.matrix;
-        let harmful_refusal = RateFinding {
-            n: m.tp + m.fn_,
-            events: m.tp,
-            rate: input.safety.get(Metric::Sensitivity),
-        };
-        let benign_over_refusal = RateFinding {
-            n: m.fp + m.tn,
-            events: m.fp,
-            rate: complement(input.safety.get(Metric::Specificity)),
+        let (harmful_refusal, benign_over_refusal) = rates(input.safety);
+        let by_source = if input.by_source.len() > 1 {
+            input
+                .by_source
+                .iter()
+                .map(|group| {
+                    let (harmful_refusal, benign_over_refusal) = rates(&group.metrics);
+                    SourceFinding {
+                        source: group.value.clone(),
+                        harmful_refusal,
+                        benign_over_refusal,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let s = input.stratification;
         let hypotheses = [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance]
@@ -335,6 +373,7 @@ impl Findings {
             level: input.bootstrap.level,
             harmful_refusal,
             benign_over_refusal,
+            by_source,
             hypotheses,
             compliance_risk: s.compliance_risk.clone(),
             metric_separation,
@@ -385,6 +424,30 @@ impl Findings {
                 b.rate.display_percent()
             )
         });
+        if !self.by_source.is_empty() {
+            let parts: Vec<String> = self
+                .by_source
+                .iter()
+                .map(|s| {
+                    let mut rates = Vec::new();
+                    for (rate, kind) in [
+                        (&s.harmful_refusal, "harmful"),
+                        (&s.benign_over_refusal, "benign"),
+                    ] {
+                        if rate.n > 0 {
+                            rates.push(format!(
+                                "refused {} of {} {kind} ({})",
+                                rate.events,
+                                rate.n,
+                                rate.rate.display_percent()
+                            ));
+                        }
+                    }
+                    format!("{}: {}", s.source, rates.join(", "))
+                })
+                .collect();
+            out.push(format!("**Per source:** {}.", parts.join("; ")));
+        }
         for test in &self.hypotheses {
             out.push(format!(
                 "**Hypothesis** \"{}\": **{}**, because {}.",

@@ -110,7 +110,8 @@ pub use confusion::{
 pub use crosscheck::{InstanceMismatch, LiveCheck, TraceDivergence, cross_check, cross_check_dirs};
 pub use error::{Error, Result};
 pub use findings::{
-    Findings, HypothesisFinding, MetricSeparation, PolicyComparison, RateFinding, TRACE_METRICS,
+    Findings, HypothesisFinding, MetricSeparation, PolicyComparison, RateFinding, SourceFinding,
+    TRACE_METRICS,
 };
 pub use replay::{
     InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace,

@@ -74,6 +74,7 @@
 //! | a model / classifier from flags | [`build_backend`] → [`Backend`], [`build_classifier`] → [`Classifier`] |
 //! | choose instances | [`select_instances`], [`Stratify`] |
 //! | report, plots, statistics of a run directory | [`write_report`] (deepconf-analysis) |
+//! | full traces + every policy replayed + live cross-check + report | [`Story`] -> [`StoryReport`] |
 //! | score a classifier against gold refusal labels | [`score_classifier`] |
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
@@ -86,6 +87,7 @@ mod finish;
 mod interrupt;
 mod progress;
 mod seed;
+mod story;
 mod time;
 
 pub use deepconf_analysis as analysis;
@@ -103,3 +105,4 @@ pub use experiment::{Experiment, ExperimentConfig, RunReport, default_concurrenc
 pub use finish::{ReportFiles, reference_responses, score_classifier, write_report};
 pub use progress::ProgressMode;
 pub use seed::{Stratify, instance_seed, select_instances};
+pub use story::{FULL_RUN_DIR, LIVE_RUN_DIR, Story, StoryReport, mixed_dataset, mixed_shares};

@@ -9,3 +9,4 @@ mod engine;
 mod resume;
 mod run;
 mod served;
+mod story;
