@@ -163,7 +163,12 @@ fn rates(metrics: &SafetyMetrics) -> (RateFinding, RateFinding) {
 fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
     let (n_a, n_b) = (test.describe_a.n, test.describe_b.n);
     let p_value = test.mann_whitney.map(|m| m.p_value);
-    let p = p_value.map_or("n/a".into(), format_p);
+    // `p = 0.010` or `p < 0.001`.
+    let p = match p_value.map(format_p) {
+        Some(text) if text.starts_with('<') => format!("p {text}"),
+        Some(text) => format!("p = {text}"),
+        None => "p n/a".to_string(),
+    };
     let area = test.auroc.display(3);
     let (a, b) = (&test.group_a, &test.group_b);
     let reason = match test.verdict {
@@ -171,13 +176,13 @@ fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
             "there are {n_a} {a} and {n_b} {b} instances, and the tests need at least 2 of each"
         ),
         Verdict::Supported => format!(
-            "{a} instances were more confident than {b} instances: AUROC {area}, Mann-Whitney p = {p} < {alpha} (n = {n_a} vs {n_b})"
+            "{a} instances were more confident than {b} instances: AUROC {area}, Mann-Whitney {p}, below alpha = {alpha} (n = {n_a} vs {n_b})"
         ),
         Verdict::Contradicted => format!(
-            "{a} instances were less confident than {b} instances, the opposite direction: AUROC {area}, Mann-Whitney p = {p} < {alpha} (n = {n_a} vs {n_b})"
+            "{a} instances were less confident than {b} instances, the opposite direction: AUROC {area}, Mann-Whitney {p}, below alpha = {alpha} (n = {n_a} vs {n_b})"
         ),
         Verdict::NotSupported => format!(
-            "the difference is not significant: AUROC {area}, Mann-Whitney p = {p} >= {alpha} (n = {n_a} vs {n_b})"
+            "the difference is not significant: AUROC {area}, Mann-Whitney {p}, not below alpha = {alpha} (n = {n_a} vs {n_b})"
         ),
     };
     HypothesisFinding {
@@ -195,7 +200,7 @@ fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
 }
 
 /// The four trace metrics an instance's confidence can be computed from.
-pub const TRACE_METRICS: [TraceMetric; 4] = [
+const TRACE_METRICS: [TraceMetric; 4] = [
     TraceMetric::Mean,
     TraceMetric::LowestGroup,
     TraceMetric::BottomGroup,
@@ -285,33 +290,33 @@ fn compare_policies(
 
 /// What [`Findings::compute`] reads.
 #[derive(Debug, Clone, Copy)]
-pub struct FindingsInput<'a> {
+pub(crate) struct FindingsInput<'a> {
     /// The run's safety metrics.
-    pub safety: &'a SafetyMetrics,
+    pub(crate) safety: &'a SafetyMetrics,
     /// The same per source dataset.
-    pub by_source: &'a [GroupMetrics],
+    pub(crate) by_source: &'a [GroupMetrics],
     /// Its confidence stratification and hypothesis tests.
-    pub stratification: &'a Stratification,
+    pub(crate) stratification: &'a Stratification,
     /// Instance rows of the run.
-    pub instances: &'a [InstanceRow],
+    pub(crate) instances: &'a [InstanceRow],
     /// Their traces (parallel to `instances`).
-    pub traces: &'a [Vec<TraceRow>],
+    pub(crate) traces: &'a [Vec<TraceRow>],
     /// Replayed policies with their per-instance results (parallel to `instances`); empty when
     /// the replay was skipped.
-    pub policies: &'a [PolicyReplay],
+    pub(crate) policies: &'a [PolicyReplay],
     /// Traces per instance the replay used (the baseline is fixed N with that many).
-    pub replay_traces: usize,
+    pub(crate) replay_traces: usize,
     /// Why the replay was skipped, when it was.
-    pub replay_skipped: Option<&'a str>,
+    pub(crate) replay_skipped: Option<&'a str>,
     /// Bootstrap settings.
-    pub bootstrap: &'a BootstrapConfig,
+    pub(crate) bootstrap: &'a BootstrapConfig,
     /// Significance level of the hypothesis tests.
-    pub alpha: f64,
+    pub(crate) alpha: f64,
 }
 
 impl Findings {
     /// Computes the findings of a run.
-    pub fn compute(input: FindingsInput<'_>) -> Self {
+    pub(crate) fn compute(input: FindingsInput<'_>) -> Self {
         let (harmful_refusal, benign_over_refusal) = rates(input.safety);
         let by_source = if input.by_source.len() > 1 {
             input

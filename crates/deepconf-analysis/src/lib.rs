@@ -111,7 +111,6 @@ pub use crosscheck::{InstanceMismatch, LiveCheck, TraceDivergence, cross_check, 
 pub use error::{Error, Result};
 pub use findings::{
     Findings, HypothesisFinding, MetricSeparation, PolicyComparison, RateFinding, SourceFinding,
-    TRACE_METRICS,
 };
 pub use replay::{
     InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace,
