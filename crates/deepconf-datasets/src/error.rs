@@ -158,6 +158,19 @@ pub enum Error {
         /// Why it could not be fetched.
         reason: String,
     },
+    /// Two instances of a dataset or mixture share an id, so the records of a run could not tell
+    /// them apart.
+    #[error("dataset `{dataset}`: instance id {id:?} appears twice: at {first} and at {second}")]
+    DuplicateId {
+        /// The dataset (or mixture source) name.
+        dataset: String,
+        /// The repeated id.
+        id: String,
+        /// Where the first instance with the id was read.
+        first: Box<Location>,
+        /// Where the second was read.
+        second: Box<Location>,
+    },
     /// A loader option is invalid.
     #[error("invalid `{parameter}`: {reason}")]
     InvalidSpec {

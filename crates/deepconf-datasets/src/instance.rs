@@ -36,17 +36,46 @@ pub struct Instance {
     /// Annotator agreement on the gold label, as the dataset reports it (WildGuardMix test:
     /// number of annotators out of three who agreed, e.g. `2.0` or `3.0`).
     pub label_agreement: Option<f32>,
-    /// Category: HarmBench functional category, WildGuardMix `subcategory`, XSTest `type`.
+    /// Category: HarmBench functional category, WildGuardMix `subcategory`, XSTest `type`,
+    /// StrongREJECT `category`, over-refusal probes `category`.
     pub category: Option<String>,
-    /// Finer category: HarmBench semantic category, XSTest `focus`.
+    /// Finer category: HarmBench semantic category, XSTest `focus`, StrongREJECT `source` (where the
+    /// prompt was collected, e.g. `AdvBench`), over-refusal probes `expected_topic`.
     pub subcategory: Option<String>,
     /// Whether the prompt is adversarial (WildGuardMix `adversarial`, ToxicChat `jailbreaking`).
     pub adversarial: Option<bool>,
     /// The row this instance was read from.
     pub source: SourceRow,
+    /// The dataset the instance belongs to: the benchmark's name for a single load
+    /// (e.g. `strongreject`), the source name given to [`Dataset::mix`](crate::Dataset::mix) in a
+    /// mixture. `None` in instances built by hand or serialised before the field existed.
+    #[serde(default)]
+    pub dataset: Option<String>,
 }
 
 impl Instance {
+    /// An instance with one user message and a gold label, every other field empty; its source
+    /// row is `inline`, row 1. For prompts built in code (tests, examples).
+    pub fn user(id: impl Into<String>, prompt: impl Into<String>, harmful: Option<bool>) -> Self {
+        Self {
+            id: id.into(),
+            messages: vec![ChatMessage::user(prompt)],
+            harmful,
+            reference_response: None,
+            reference_refusal: None,
+            reference_response_harmful: None,
+            label_agreement: None,
+            category: None,
+            subcategory: None,
+            adversarial: None,
+            source: SourceRow {
+                file: "inline".to_owned(),
+                row: 1,
+            },
+            dataset: None,
+        }
+    }
+
     /// The text of the last user message (empty when there is none).
     pub fn user_prompt(&self) -> &str {
         self.messages
@@ -73,17 +102,27 @@ pub enum Benchmark {
     /// XSTest: safe prompts that look unsafe, plus unsafe contrasts.
     #[serde(rename = "xstest")]
     XsTest,
+    /// StrongREJECT's 313 forbidden prompts (`category,source,forbidden_prompt`); all harmful.
+    #[serde(rename = "strongreject")]
+    StrongReject,
+    /// Benign prompts that look sensitive (medical, security, chemistry, legal, controversial),
+    /// a JSON list of `{"text", "category", "expected_topic", "id"}`; all benign, so a refusal is an
+    /// over-refusal.
+    #[serde(rename = "overrefusal")]
+    OverRefusal,
     /// Any JSONL/CSV/parquet file of prompts read through a [`ColumnMapping`](crate::ColumnMapping).
     Generic,
 }
 
 impl Benchmark {
     /// All benchmarks.
-    pub const ALL: [Benchmark; 5] = [
+    pub const ALL: [Benchmark; 7] = [
         Benchmark::ToxicChat,
         Benchmark::WildGuardMix,
         Benchmark::HarmBench,
         Benchmark::XsTest,
+        Benchmark::StrongReject,
+        Benchmark::OverRefusal,
         Benchmark::Generic,
     ];
 
@@ -94,6 +133,8 @@ impl Benchmark {
             Benchmark::WildGuardMix => "wildguardmix",
             Benchmark::HarmBench => "harmbench",
             Benchmark::XsTest => "xstest",
+            Benchmark::StrongReject => "strongreject",
+            Benchmark::OverRefusal => "overrefusal",
             Benchmark::Generic => "generic",
         }
     }
@@ -121,7 +162,7 @@ impl FromStr for Benchmark {
             .ok_or_else(|| Error::InvalidSpec {
                 parameter: "benchmark",
                 reason: format!(
-                    "unknown benchmark {text:?} (expected toxicchat, wildguardmix, harmbench, xstest, generic or jsonl)"
+                    "unknown benchmark {text:?} (expected toxicchat, wildguardmix, harmbench, xstest, strongreject, overrefusal, generic or jsonl)"
                 ),
             })
     }
@@ -175,12 +216,13 @@ pub enum FileFormat {
     Csv,
     /// Apache Parquet.
     Parquet,
-    /// One JSON object per line.
+    /// One JSON object per line, or (when the file starts with `[`) one JSON array of objects.
     Jsonl,
 }
 
 impl FileFormat {
     /// The format implied by a file's extension (`.csv`, `.parquet`/`.pq`, `.jsonl`/`.ndjson`/`.json`).
+    /// [`FileFormat::Jsonl`] also reads a file that holds one JSON array of objects.
     pub fn from_path(path: &Path) -> Result<Self> {
         let extension = path
             .extension()

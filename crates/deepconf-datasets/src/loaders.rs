@@ -39,6 +39,7 @@ fn base_instance(
             file: table.path().display().to_string(),
             row: row.row_number(),
         },
+        dataset: None,
     }
 }
 
@@ -258,6 +259,49 @@ pub(crate) fn xstest(file: DataFile, limit: Option<usize>) -> Result<Loaded> {
         instance.category = row.trimmed_text("type")?;
         instance.subcategory = row.trimmed_text("focus")?;
         Ok(instance)
+    })
+}
+
+/// StrongREJECT (`category,source,forbidden_prompt`): every prompt is harmful. Ids are
+/// `strongreject-{row}`: the file has no id column, and its row order is fixed by its checksum.
+pub(crate) fn strongreject(file: DataFile, limit: Option<usize>) -> Result<Loaded> {
+    let table = file.read(&["category", "source", "forbidden_prompt"], &[], limit)?;
+    build(table, |table, row| {
+        let id = format!("strongreject-{}", row.row_number());
+        let prompt = row.prompt("forbidden_prompt")?;
+        let mut instance = base_instance(table, &row, id, vec![ChatMessage::user(prompt)]);
+        instance.harmful = Some(true);
+        instance.category = Some(required_text(&row, "category")?);
+        instance.subcategory = Some(required_text(&row, "source")?);
+        Ok(instance)
+    })
+}
+
+/// Benign over-refusal probes (`{"text", "category", "expected_topic", "id"}`): every prompt is
+/// benign, so refusing one is an over-refusal.
+pub(crate) fn overrefusal(file: DataFile, limit: Option<usize>) -> Result<Loaded> {
+    let table = file.read(&["id", "text", "category"], &["expected_topic"], limit)?;
+    build(table, |table, row| {
+        let id = row.identifier("id")?.ok_or_else(|| Error::WrongType {
+            at: row.at("id"),
+            expected: "a non-empty identifier".to_owned(),
+            found: "null".to_owned(),
+        })?;
+        let prompt = row.prompt("text")?;
+        let mut instance = base_instance(table, &row, id, vec![ChatMessage::user(prompt)]);
+        instance.harmful = Some(false);
+        instance.category = Some(required_text(&row, "category")?);
+        instance.subcategory = row.trimmed_text("expected_topic")?;
+        Ok(instance)
+    })
+}
+
+/// A text cell that must be present and non-blank (a category the dataset always fills).
+fn required_text(row: &RowView<'_>, column: &str) -> Result<String> {
+    row.trimmed_text(column)?.ok_or_else(|| Error::WrongType {
+        at: row.at(column),
+        expected: "non-empty text".to_owned(),
+        found: "an empty cell".to_owned(),
     })
 }
 

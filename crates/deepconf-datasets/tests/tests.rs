@@ -6,6 +6,8 @@ mod errors;
 mod generic;
 mod harmbench;
 mod hub;
+mod mixture;
 mod sampling;
+mod strongreject;
 mod toxicchat;
 mod wildguardmix;

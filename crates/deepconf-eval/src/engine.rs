@@ -523,7 +523,7 @@ fn run_instance(
         instance_id: instance.id.clone(),
         prompt: instance.user_prompt().to_string(),
         gold_harmful: instance.harmful,
-        dataset: None,
+        dataset: instance.dataset.clone(),
         category: instance.category.clone(),
         subcategory: instance.subcategory.clone(),
         adversarial: instance.adversarial,

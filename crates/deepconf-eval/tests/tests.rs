@@ -10,3 +10,4 @@ mod judges;
 mod resume;
 mod run;
 mod served;
+mod story;

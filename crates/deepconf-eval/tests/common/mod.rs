@@ -72,6 +72,7 @@ pub fn benign() -> Vec<Instance> {
             file: "tests".into(),
             row: row + 1,
         },
+        dataset: None,
     })
     .collect()
 }
@@ -133,6 +134,7 @@ pub fn synthetic(n: usize) -> Vec<Instance> {
                 file: "synthetic".into(),
                 row: row + 1,
             },
+            dataset: None,
         })
         .collect()
 }

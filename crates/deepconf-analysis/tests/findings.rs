@@ -1,0 +1,304 @@
+//! The findings: numbers in analysis.json, the same numbers in the report's opening sentences; the
+//! live-vs-replay cross-check on a fixed-N run and a live online run of the same seed.
+
+use deepconf_analysis::stats::{BootstrapConfig, format_p, format_percent};
+use deepconf_analysis::{
+    ANALYSIS_FILE, AnalysisOptions, Error, Findings, Metric, REPORT_HTML_FILE, REPORT_MD_FILE,
+    analyze_dir, analyze_run, cross_check,
+};
+use deepconf_core::policy::PolicyConfig;
+use deepconf_records::read_run;
+use deepconf_testkit as common;
+use serde_json::Value;
+
+fn options() -> AnalysisOptions {
+    AnalysisOptions {
+        bootstrap: BootstrapConfig {
+            resamples: 300,
+            ..BootstrapConfig::default()
+        },
+        ..AnalysisOptions::default()
+    }
+}
+
+/// The report's Findings section: from its heading to the next level-2 heading.
+fn findings_section(markdown: &str) -> &str {
+    let start = markdown.find("## Findings").expect("a Findings section");
+    let rest = &markdown[start + 3..];
+    let end = rest.find("\n## ").map_or(rest.len(), |e| e + 1);
+    &rest[..end]
+}
+
+fn number(value: &Value) -> Option<f64> {
+    value.as_f64()
+}
+
+#[test]
+fn findings_state_the_numbers_analysis_json_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_run(dir.path(), 48, PolicyConfig::fixed(8), 16);
+    let analysis = analyze_dir(dir.path(), &options()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(ANALYSIS_FILE)).unwrap())
+            .unwrap();
+    let findings: Findings = serde_json::from_value(json["findings"].clone()).unwrap();
+    assert_eq!(findings, analysis.findings);
+
+    // The rates are the confusion matrix's, with the same intervals.
+    let sensitivity = &json["safety"]["metrics"]["sensitivity"];
+    assert_eq!(
+        findings.harmful_refusal.rate.value,
+        number(&sensitivity["value"])
+    );
+    assert_eq!(
+        findings.harmful_refusal.rate.low,
+        number(&sensitivity["low"])
+    );
+    let specificity = number(&json["safety"]["metrics"]["specificity"]["value"]).unwrap();
+    let over_refusal = findings.benign_over_refusal.rate.value.unwrap();
+    assert!((over_refusal - (1.0 - specificity)).abs() < 1e-12);
+    let m = analysis.safety.matrix;
+    assert_eq!(
+        (findings.harmful_refusal.events, findings.harmful_refusal.n),
+        (m.tp, m.tp + m.fn_)
+    );
+    assert_eq!(
+        (
+            findings.benign_over_refusal.events,
+            findings.benign_over_refusal.n
+        ),
+        (m.fp, m.fp + m.tn)
+    );
+
+    // The baseline is fixed N with every stored trace; its paired difference with itself is 0.
+    let baseline = findings.baseline.as_deref().expect("a baseline");
+    assert_eq!(baseline, "fixed N=8");
+    let base = findings.policy(baseline).unwrap();
+    assert_eq!(base.accuracy_difference.value, Some(0.0));
+    assert_eq!(
+        (base.accuracy_difference.low, base.accuracy_difference.high),
+        (Some(0.0), Some(0.0))
+    );
+    assert!(base.within_baseline);
+    // Every replayed policy is compared, n = 1 included; the point difference is the difference of
+    // the replay table's accuracies.
+    assert_eq!(findings.policies.len(), analysis.replay.policies.len());
+    assert!(findings.policy("single trace (n=1)").is_some());
+    for (p, replayed) in findings.policies.iter().zip(&analysis.replay.policies) {
+        let accuracy = replayed.metrics[&Metric::Accuracy].unwrap();
+        let base_accuracy = base.accuracy.unwrap();
+        assert!(
+            (p.accuracy_difference.value.unwrap() - (accuracy - base_accuracy)).abs() < 1e-12,
+            "{}",
+            p.label
+        );
+        let (low, high) = (
+            p.accuracy_difference.low.unwrap(),
+            p.accuracy_difference.high.unwrap(),
+        );
+        assert!(low <= high);
+        assert_eq!(p.within_baseline, high >= 0.0);
+    }
+    let cheapest = findings
+        .cheapest_within_baseline
+        .as_deref()
+        .expect("some policy keeps the baseline's accuracy on the fixture");
+    let cheapest = findings.policy(cheapest).unwrap();
+    assert!(cheapest.within_baseline && cheapest.tokens < base.tokens);
+    for p in &findings.policies {
+        if p.within_baseline && p.label != baseline {
+            assert!(cheapest.tokens <= p.tokens, "{} is cheaper", p.label);
+        }
+    }
+
+    // The best metric has the AUROC farthest from 0.5.
+    let best = findings
+        .best_separation()
+        .expect("both correct and incorrect behaviour");
+    for s in &findings.metric_separation {
+        assert!((s.auroc.value.unwrap() - 0.5).abs() <= (best.auroc.value.unwrap() - 0.5).abs());
+    }
+
+    // The report opens with these numbers, formatted as stated.
+    let md = std::fs::read_to_string(dir.path().join(REPORT_MD_FILE)).unwrap();
+    assert!(
+        md.find("## Findings").unwrap() < md.find("## Run configuration").unwrap(),
+        "findings come first"
+    );
+    let section = findings_section(&md);
+    let expected = [
+        format!(
+            "refused {} of {} harmful prompts",
+            findings.harmful_refusal.events, findings.harmful_refusal.n
+        ),
+        findings.harmful_refusal.rate.display_percent(),
+        findings.benign_over_refusal.rate.display_percent(),
+        format!(
+            "{} separates correct from incorrect behaviour best, AUROC {}",
+            best.name,
+            best.auroc.display(3)
+        ),
+        format!(
+            "{} generated {} tokens instead of {}",
+            cheapest.label, cheapest.tokens, base.tokens
+        ),
+        format_percent(Some(cheapest.token_savings)),
+        cheapest.accuracy_difference.display_points(),
+        findings.compliance_risk.uncertain_rate.display_percent(),
+        findings.compliance_risk.confident_rate.display_percent(),
+    ];
+    for text in &expected {
+        assert!(
+            section.contains(text.as_str()),
+            "missing {text:?} in\n{section}"
+        );
+    }
+    for test in &findings.hypotheses {
+        assert!(
+            section.contains(&format!("**{}**, because", test.verdict.name())),
+            "{section}"
+        );
+        assert!(section.contains(test.hypothesis.trim_end_matches('.')));
+        if let Some(p) = test.p_value {
+            assert!(section.contains(&format_p(p)), "{section}");
+        }
+    }
+
+    // Every figure is written, non-empty, and embedded in the HTML.
+    let html = std::fs::read_to_string(dir.path().join(REPORT_HTML_FILE)).unwrap();
+    for plot in &analysis.plots {
+        for extension in ["png", "svg"] {
+            let file = dir.path().join(format!("plots/{plot}.{extension}"));
+            assert!(file.metadata().unwrap().len() > 0, "{plot}.{extension}");
+        }
+        assert!(
+            md.contains(&format!("plots/{plot}.png")),
+            "{plot} is in the report"
+        );
+    }
+    assert_eq!(html.matches("<figure>").count(), analysis.plots.len());
+    for plot in ["compliance_risk", "confidence_by_category"] {
+        assert!(analysis.plots.iter().any(|p| p == plot), "{plot}");
+    }
+}
+
+#[test]
+fn an_all_harmful_run_says_why_over_refusal_is_undefined() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_run(dir.path(), 20, PolicyConfig::online(3, 6, 10.0), 8);
+    let mut records = read_run(dir.path()).unwrap();
+    for row in &mut records.instances {
+        row.gold_harmful = Some(true);
+    }
+    let analysis = analyze_run(&records, &options()).unwrap();
+    let sentences = analysis.findings.sentences().join("\n");
+    assert_eq!(analysis.findings.benign_over_refusal.n, 0);
+    assert!(
+        sentences.contains("No benign prompt was counted"),
+        "{sentences}"
+    );
+    // An online run has no replay, and the findings say so rather than inventing a policy result.
+    assert!(analysis.findings.policies.is_empty());
+    assert!(
+        sentences.contains("not computed: the replay was skipped"),
+        "{sentences}"
+    );
+    assert!(
+        sentences.contains("insufficient data") || sentences.contains("not supported"),
+        "{sentences}"
+    );
+}
+
+#[test]
+fn replaying_the_live_online_policy_on_full_traces_reproduces_the_live_run() {
+    let full_dir = tempfile::tempdir().unwrap();
+    let live_dir = tempfile::tempdir().unwrap();
+    common::write_run(full_dir.path(), 24, PolicyConfig::fixed(8), 8);
+    let online = PolicyConfig::Online {
+        warmup_traces: 3,
+        max_traces: 8,
+        keep_percent: 50.0,
+        consensus: 0.95,
+        batch_size: 2,
+        voting: deepconf_core::policy::Voting::ConfidenceWeighted,
+    };
+    common::write_run(live_dir.path(), 24, online, 8);
+    let full = read_run(full_dir.path()).unwrap();
+    let live = read_run(live_dir.path()).unwrap();
+    assert!(
+        live.traces.iter().flatten().any(|t| t.is_terminated()),
+        "the fixture cuts traces"
+    );
+
+    let check = cross_check(&full, &live).unwrap();
+    assert!(check.all_equal(), "{check:#?}");
+    assert_eq!((check.compared, check.matching), (24, 24));
+    assert_eq!(check.live_tokens, check.replay_tokens);
+    assert_eq!(
+        check.live_tokens,
+        live.instances
+            .iter()
+            .map(|r| r.tokens_generated)
+            .sum::<u64>()
+    );
+    assert!(
+        check.live_tokens
+            < full
+                .instances
+                .iter()
+                .map(|r| r.tokens_generated)
+                .sum::<u64>()
+    );
+    assert_eq!(check.prefix_traces, check.live_traces);
+    assert!(check.sentence().contains("on 24 of 24 instances"));
+    assert!(check.sentence().contains("are equal to the live run's"));
+
+    // The analysis of the full run states the check when given the live run.
+    let with_live = AnalysisOptions {
+        live_run: Some(live_dir.path().to_path_buf()),
+        ..options()
+    };
+    let analysis = analyze_dir(full_dir.path(), &with_live).unwrap();
+    assert_eq!(analysis.findings.live_check.as_ref(), Some(&check));
+    let md = std::fs::read_to_string(full_dir.path().join(REPORT_MD_FILE)).unwrap();
+    assert!(findings_section(&md).contains("**Live-vs-replay check:**"));
+    assert!(md.contains("## Live run against the replay"));
+
+    // A live trace that leaves its stored full trace, and a token count that differs, are found.
+    let mut tampered = live.clone();
+    let (i, t) = tampered
+        .traces
+        .iter()
+        .enumerate()
+        .find_map(|(i, traces)| {
+            traces
+                .iter()
+                .position(|t| t.token_confidences.len() > 5)
+                .map(|t| (i, t))
+        })
+        .unwrap();
+    tampered.traces[i][t].token_confidences[5] += 0.25;
+    tampered.instances[i].tokens_generated += 1;
+    let check = cross_check(&full, &tampered).unwrap();
+    assert!(!check.all_equal());
+    assert_eq!(check.matching, 23);
+    assert_eq!(check.prefix_traces, check.live_traces - 1);
+    let mismatch = &check.mismatches[0];
+    assert_eq!(mismatch.instance_id, tampered.instances[i].instance_id);
+    assert_eq!(mismatch.live_tokens, mismatch.replay_tokens + 1);
+    let divergence = mismatch.divergence.unwrap();
+    assert_eq!(
+        (divergence.trace_index, divergence.token),
+        (tampered.traces[i][t].trace_index, 5)
+    );
+    assert!(check.sentence().contains("are not equal"));
+
+    // Runs with different settings are not comparable, and the error names the setting.
+    let mut other_seed = live.clone();
+    other_seed.manifest.config.sampling.seed += 1;
+    let error = cross_check(&full, &other_seed).unwrap_err();
+    assert!(matches!(error, Error::NotComparable { .. }), "{error:?}");
+    assert!(error.to_string().contains("config.sampling"), "{error}");
+    let error = cross_check(&live, &live).unwrap_err();
+    assert!(error.to_string().contains("config.policy"), "{error}");
+}

@@ -1,0 +1,82 @@
+//! Run with: cargo run --release --example mixed
+//!
+//! The main job with harmful and benign prompts: 48 real prompts (12 HarmBench behaviours, 12
+//! StrongREJECT forbidden prompts, 24 benign over-refusal probes) through the embedded SmolLM2-135M
+//! model. Every instance gets 8 full traces once; the report replays every policy on them (fixed N,
+//! n = 1, offline filtering, DeepConf online keeping 10-90%, the prototype's schedule), runs DeepConf
+//! online live on the same instances and seed to check that the replay's tokens and votes equal the
+//! live run's, and opens with the findings. Writes `out/mixed/full/report.{md,html}` (and the live
+//! run in `out/mixed/live/`). `cargo xtask fetch-model` and `cargo xtask fetch-data` place the model
+//! and the data; `--policy` sets the live policy, `--traces` the full run's N, `--limit` the prompts.
+
+use anyhow::Result;
+use clap::Parser;
+use deepconf_eval::core::policy::PolicyConfig;
+use deepconf_eval::{
+    Defaults, EvalArgs, PolicyKind, Story, Stratify, build_backend, build_classifier, mixed_dataset,
+};
+
+/// DeepConf on harmful and benign prompts: full traces, every policy replayed, findings first.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Skip the live run of `--policy` (and the live-vs-replay check).
+    #[arg(long)]
+    no_live: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let defaults = Defaults {
+        name: "mixed",
+        limit: Some(48),
+        traces: 8,
+        warmup: 4,
+        policy: PolicyKind::Online,
+        keep_percent: 10.0,
+        max_tokens: 128,
+        stratify: Stratify::None,
+    };
+    let live = cli.eval.plan(&defaults)?;
+    let mut full = live.clone();
+    full.run.policy = PolicyConfig::fixed(live.run.policy.max_traces());
+    let dataset = mixed_dataset(None, full.limit.unwrap_or(usize::MAX), cli.eval.seed)?;
+    let mut backend = build_backend(&cli.eval)?;
+    let mut classifier = build_classifier(&cli.eval)?;
+    let experiment = cli.eval.experiment_over(
+        &full,
+        &dataset,
+        dataset.instances.clone(),
+        &backend,
+        &classifier,
+    );
+    let mut story = Story::new(experiment)?.stop_on_ctrl_c();
+    if !cli.no_live {
+        story = story.live(live.run.policy.clone())?;
+    }
+    eprintln!(
+        "mixed: {} prompts ({} harmful, {} benign), model {}, writing {}",
+        dataset.len(),
+        dataset.summary.harmful,
+        dataset.summary.benign,
+        backend.info.name,
+        full.out.display()
+    );
+    let report = story.run(
+        backend.model.as_mut(),
+        classifier.classifier.as_mut(),
+        &full.out,
+    )?;
+    for sentence in report.analysis.findings.sentences() {
+        println!("- {}", sentence.replace("**", ""));
+    }
+    println!("{}", report.analysis.summary_table());
+    println!(
+        "report: {} (and {}), plots in {}",
+        report.files.markdown.display(),
+        report.files.html.display(),
+        report.files.plots.display()
+    );
+    Ok(())
+}
