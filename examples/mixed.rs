@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         warmup: 4,
         policy: PolicyKind::Online,
         keep_percent: 10.0,
-        max_tokens: 128,
+        max_tokens: 96,
         stratify: Stratify::None,
     };
     let live = cli.eval.plan(&defaults)?;

@@ -59,7 +59,7 @@ fn option(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn number(args: &[String], name: &str, default: usize) -> Result<usize> {
+pub(crate) fn number(args: &[String], name: &str, default: usize) -> Result<usize> {
     option(args, name)
         .map(|v| {
             v.parse()
@@ -163,7 +163,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -177,7 +177,7 @@ fn machine() -> String {
     format!("{cpu}, {threads} threads")
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
@@ -522,7 +522,7 @@ batch sharing the prompt (`examples/batched`'s way, through its C API). Peak mem
 }
 
 /// Replaces the section that starts with `heading` in `doc` (or appends it), keeping others.
-fn write_named_section(doc: &Path, heading: &str, section: &str) -> Result<()> {
+pub(crate) fn write_named_section(doc: &Path, heading: &str, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(doc).unwrap_or_else(|_| "# Benchmarks\n".to_string());
     let new = match old.find(&format!("{heading}\n")) {
         Some(start) => {

@@ -24,7 +24,7 @@ use deepconf_datasets::{Benchmark, DatasetSpec, Instance, SourceRow};
 use deepconf_eval::{Experiment, ExperimentConfig, ProgressMode, Stratify, select_instances};
 use deepconf_refusal::PatternClassifier;
 
-use crate::bench::{load_average, machine, write_section};
+use crate::bench::{load_average, machine, write_named_section};
 use crate::{assets, cargo, run};
 
 fn doc_path() -> PathBuf {
@@ -34,7 +34,7 @@ fn doc_path() -> PathBuf {
 fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()> {
     println!("{text}");
     if !args.iter().any(|a| a == "--no-write") {
-        write_section(&doc_path(), section_title, text)?;
+        write_named_section(&doc_path(), section_title, text)?;
         println!("wrote {}", doc_path().display());
     }
     Ok(())
@@ -42,11 +42,16 @@ fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()
 
 /// Peak resident memory of this process so far (`VmHWM`), in MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A memory figure of `/proc/self/status` (`VmHWM:`, `VmRSS:`), in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status.lines().find_map(|line| {
-                let kb = line.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?;
+                let kb = line.strip_prefix(field)?.trim().strip_suffix("kB")?;
                 kb.trim().parse::<f64>().ok()
             })
         })
@@ -75,7 +80,10 @@ impl LogprobModel for Instant0 {
         for i in 0..self.tokens {
             let spread = 1.0 + (spec.seed >> (i % 32)) as f32 % 3.0;
             let top: Vec<f32> = (0..20).map(|j| -0.05 - spread * j as f32).collect();
-            if trace.push_token(Some(i as u32), word, top[0], top)?.is_stop() {
+            if trace
+                .push_token(Some(i as u32), word, top[0], top)?
+                .is_stop()
+            {
                 break;
             }
         }
@@ -137,9 +145,12 @@ pub(crate) fn engine_child(args: &[String]) -> Result<()> {
         ..RunConfig::default()
     };
     run_config.confidence.window = 8;
+    let instances = synthetic_instances(n);
+    // What the caller's instance list costs, so that the engine's own share can be told apart.
+    let before_run = status_mib("VmRSS:");
     let experiment = Experiment::new(
         ExperimentConfig::new("engine-overhead", run_config),
-        synthetic_instances(n),
+        instances,
     )
     .progress(ProgressMode::Silent);
     let mut model = Instant0 {
@@ -151,7 +162,7 @@ pub(crate) fn engine_child(args: &[String]) -> Result<()> {
     let parts = deepconf_records::trace_parts(&dir)?.len();
     let traces = n * 4;
     println!(
-        "{} {} {} {seconds:.3} {:.1} {parts} {}",
+        "{} {} {} {seconds:.3} {:.1} {parts} {} {before_run:.1}",
         report.newly_run,
         traces,
         report.tokens_generated,
@@ -180,14 +191,20 @@ fn engine(args: &[String]) -> Result<()> {
         }
         let line = String::from_utf8_lossy(&out.stdout);
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 7 {
+        if f.len() < 8 {
             bail!("unexpected child output `{line}`");
         }
         let seconds: f64 = f[3].parse()?;
         let instances_per_second = n as f64 / seconds;
+        let peak: f64 = f[4].parse()?;
+        let before_run: f64 = f[7].parse()?;
         rows.push_str(&format!(
-            "| {n} | {} | {} | {seconds:.2} | {instances_per_second:.0} | {} | {} | {} |\n",
-            f[1], f[2], f[4], f[5], f[6]
+            "| {n} | {} | {} | {seconds:.2} | {instances_per_second:.0} | {before_run:.1} | {peak:.1} | {:.1} | {} | {} |\n",
+            f[1],
+            f[2],
+            peak - before_run,
+            f[5],
+            f[6]
         ));
     }
     let text = format!(
@@ -197,12 +214,16 @@ so the figures are the engine's own cost: scheduling over its worker threads, th
 confidence per token, the pattern classifier, the reorder window, the Parquet parts and \
 `predictions.jsonl`. Policy fixed N = 4; each size runs in a fresh process, so the peak \
 resident memory (VmHWM) is that run's alone.\n\n\
-| instances | traces | tokens | seconds | instances/s | peak RSS (MiB) | part files | in flight |\n\
-|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
-What grows with the run: the instance list the caller passes in (prompt, ids, labels) and the \
-writer's set of finished ids; the trace rows wait for their part file only until it is written \
-(20,000 rows, 64 MiB or two minutes), and finished instances wait in the reorder window for at \
-most 4 per worker.\n",
+Resident before the run: the process with the caller's instance list built (what \
+`Experiment::new` is given); added by the run: the peak during the run above that.\n\n\
+| instances | traces | tokens | seconds | instances/s | resident before the run (MiB) | peak RSS (MiB) | added by the run (MiB) | part files | in flight |\n\
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
+The run's working set is flat: trace rows wait for their part file only until it is written \
+(20,000 rows, 64 MiB or two minutes) and finished instances wait in the reorder window for at most \
+4 per worker. What grows with the instance count is bookkeeping by id: the duplicate-id check \
+before the run and the writer's set of finished ids (which resume and the duplicate check of \
+`RunWriter::push` read), about 0.2 KB per instance against about 0.5 KB per instance of the \
+caller's instance list itself.\n",
         machine(),
         load_average()
     );
@@ -222,25 +243,36 @@ fn main_job(args: &[String]) -> Result<()> {
             model_path.display()
         );
     }
+    let prompts = crate::bench::number(args, "--prompts", 48)?.max(1);
+    let concurrency = crate::bench::number(args, "--concurrency", 0)?;
     let mut model = deepconf_candle::CandleModel::load(&model_path)?;
-    // The peer: 16 traces of one prompt decoded together, as `generate --traces 16` does.
+    // The peer: 16 traces of one prompt decoded together, as `generate --traces 16` does; three
+    // times before ours and three times after. Ours is one long run, a rate averaged over minutes,
+    // so the peer's rate is averaged too (total tokens over total time), not its best burst.
     let sampling = SamplingParams::default().with_max_tokens(128);
     let request = GenerationRequest::user(
         "Write a long story about a dragon who learns to cook.",
         sampling,
     );
-    let mut best_peer = 0.0f64;
-    for r in 0..2 {
-        let specs: Vec<TraceSpec> = (0..16).map(|i| TraceSpec::derive(r, i)).collect();
-        let started = Instant::now();
-        let traces = model.generate_batch(&request, &specs, &mut NoObserver)?;
-        let tokens: usize = traces.iter().map(Trace::n_tokens).sum();
-        best_peer = best_peer.max(tokens as f64 / started.elapsed().as_secs_f64());
-    }
-    // Ours: the main job's policy on 32 HarmBench behaviours.
-    assets::fetch_data("harmbench")?;
-    let dataset = DatasetSpec::new(Benchmark::HarmBench).load()?;
-    let instances = select_instances(&dataset, Some(32), 0, Stratify::Category);
+    let peer = |model: &mut deepconf_candle::CandleModel, round: u64| -> Result<(usize, f64)> {
+        let (mut tokens, mut seconds) = (0, 0.0);
+        for r in 0..3 {
+            let specs: Vec<TraceSpec> = (0..16)
+                .map(|i| TraceSpec::derive(round * 3 + r, i))
+                .collect();
+            let started = Instant::now();
+            let traces = model.generate_batch(&request, &specs, &mut NoObserver)?;
+            tokens += traces.iter().map(Trace::n_tokens).sum::<usize>();
+            seconds += started.elapsed().as_secs_f64();
+        }
+        Ok((tokens, seconds))
+    };
+    let peer_before = peer(&mut model, 0)?;
+    // Ours: the main job's live run (`cargo xtask demo`): DeepConf online on its mix of harmful and
+    // benign prompts.
+    assets::fetch_data("all")?;
+    let dataset = deepconf_eval::mixed_dataset(None, prompts, 0)?;
+    let instances = dataset.instances.clone();
     let mut config = RunConfig {
         policy: PolicyConfig::online(4, 8, 10.0),
         ..RunConfig::default()
@@ -248,26 +280,37 @@ fn main_job(args: &[String]) -> Result<()> {
     config.sampling.max_tokens = 128;
     let dir = std::env::temp_dir().join(format!("deepconf-bench-main-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let experiment = Experiment::new(ExperimentConfig::new("main-job", config), instances)
+    let mut experiment = Experiment::new(ExperimentConfig::new("main-job", config), instances)
         .progress(ProgressMode::Silent);
+    if concurrency > 0 {
+        experiment = experiment.concurrency(concurrency);
+    }
+    let load_at_start = load_average();
     let report = experiment.run(&mut model, &mut PatternClassifier::default(), &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
+    let peer_after = peer(&mut model, 1)?;
+    let rate = |(tokens, seconds): (usize, f64)| tokens as f64 / seconds;
+    let peer_rate = (peer_before.0 + peer_after.0) as f64 / (peer_before.1 + peer_after.1);
+    let (peer_before, peer_after) = (rate(peer_before), rate(peer_after));
     let ours = report.tokens_per_second();
     let text = format!(
         "{MAIN_JOB}\n\nCommand: `cargo xtask bench main-job` (release build). Machine: {}; load average at the start {}. \
-Peer: 16 traces of one prompt decoded together (`generate --traces 16`: 128 tokens each, best of \
-2). Ours: the main job's policy (DeepConf online, 4 warmup, at most 8 traces, 128 tokens) on 32 \
-HarmBench behaviours through the experiment engine ({} instances in flight sharing candle's \
-continuous batch of 16 rows), prefills, classification and records included. Goal: >= 0.85x.\n\n\
+Peer: 16 traces of one prompt decoded together (`generate --traces 16`: 128 tokens each), 3 runs \
+before ours ({peer_before:.1} tok/s) and 3 after ({peer_after:.1} tok/s), their tokens over their \
+time (ours is one run of minutes, so both rates are averages over time). Ours: the main job's policy (DeepConf online, 4 warmup, batches of 4, at most 8 \
+traces, 128 tokens) on the main job's {prompts} prompts (`mixed_dataset`: HarmBench and StrongREJECT, \
+and as many benign over-refusal probes) through the experiment engine ({} instances \
+in flight sharing candle's continuous batch of 16 rows), prefills, classification and records \
+included. Goal: >= 0.85x.\n\n\
 | run | tokens | seconds | tokens/s | vs 16 traces of one prompt |\n|---|---:|---:|---:|---:|\n\
-| 16 traces of one prompt | | | {best_peer:.1} | 1.00x |\n\
-| online main job, 32 prompts | {} | {:.1} | {ours:.1} | {:.2}x |\n",
+| 16 traces of one prompt | | | {peer_rate:.1} | 1.00x |\n\
+| online main job, {prompts} prompts | {} | {:.1} | {ours:.1} | {:.2}x |\n",
         machine(),
-        load_average(),
+        load_at_start,
         report.concurrency,
         report.tokens_generated,
         report.elapsed.as_secs_f64(),
-        ours / best_peer
+        ours / peer_rate
     );
     write_or_print(MAIN_JOB, &text, args)
 }
@@ -300,7 +343,14 @@ fn start_llama_server(bin: &Path, model: &Path, slots: usize) -> Result<Server> 
         .arg(model)
         .args(["-a", "smollm2", "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
-        .args(["-np", &slots.to_string(), "-c", &(1024 * slots).to_string(), "-t", "2"])
+        .args([
+            "-np",
+            &slots.to_string(),
+            "-c",
+            &(1024 * slots).to_string(),
+            "-t",
+            "2",
+        ])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -333,8 +383,14 @@ fn http_get(address: &str, path: &str) -> Result<String> {
 }
 
 /// The plain client: `in_flight` threads, each sending chat completions (64 tokens, top 20
-/// logprobs, not streamed) one after another until `requests` are done. Returns tokens/s.
-fn plain_client(address: &str, prompts: &[String], in_flight: usize, requests: usize) -> Result<(u64, f64)> {
+/// logprobs, the example's sampling, not streamed) one after another until `requests` are done.
+/// Returns tokens/s.
+fn plain_client(
+    address: &str,
+    prompts: &[String],
+    in_flight: usize,
+    requests: usize,
+) -> Result<(u64, f64)> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let tokens = std::sync::atomic::AtomicU64::new(0);
     let agent = ureq::AgentBuilder::new()
@@ -352,9 +408,18 @@ fn plain_client(address: &str, prompts: &[String], in_flight: usize, requests: u
                     }
                     let body = serde_json::json!({
                         "model": "smollm2",
-                        "messages": [{"role": "user", "content": prompts[i % prompts.len()]}],
+                        // The example's requests: each prompt's 8 traces one after another.
+                        "messages": [{"role": "user", "content": prompts[(i / 8) % prompts.len()]}],
                         "max_tokens": 64,
+                        // The example's sampling, field for field: the server's sampler does
+                        // the work these set (top_k 0 sorts the whole vocabulary for top-p,
+                        // where llama-server's default top_k 40 would not), so a peer with
+                        // other settings would measure another workload (measured: 158 against
+                        // 115 tok/s with the same 16 requests in flight).
                         "temperature": 0.7,
+                        "top_p": 0.95,
+                        "top_k": 0,
+                        "min_p": 0.0,
                         "logprobs": true,
                         "top_logprobs": 20,
                         "seed": i,
@@ -375,11 +440,20 @@ fn plain_client(address: &str, prompts: &[String], in_flight: usize, requests: u
 
 /// Runs the release `harmbench` example against the server; returns (tokens, tokens/s).
 fn harmbench_example(base_url: &str, out: &Path) -> Result<(u64, f64)> {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/release/examples/harmbench");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/examples/harmbench");
     let output = Command::new(&example)
-        .args(["--backend", "openai", "--base-url", base_url, "--model", "smollm2"])
-        .args(["--policy", "fixed", "--traces", "8", "--limit", "32", "--quiet"])
+        .args([
+            "--backend",
+            "openai",
+            "--base-url",
+            base_url,
+            "--model",
+            "smollm2",
+        ])
+        .args([
+            "--policy", "fixed", "--traces", "8", "--limit", "32", "--quiet",
+        ])
         .args(["--max-tokens", "64", "--no-report", "--out"])
         .arg(out)
         .stderr(Stdio::inherit())
@@ -423,17 +497,28 @@ fn served(args: &[String]) -> Result<()> {
     let server = start_llama_server(&bin, &model, 16)?;
     let base_url = format!("http://{}/v1", server.address);
     // Warm the server up once.
-    plain_client(&server.address, &prompts, 16, 16)?;
-    let (peer_tokens, peer_rate) = plain_client(&server.address, &prompts, 16, 128)?;
+    plain_client(&server.address, &prompts[..2], 16, 16)?;
+    // The peer runs before and after ours, its rate over both (a shared machine drifts).
+    let (first_half, second_half) = prompts.split_at(prompts.len() / 2);
+    let (before_tokens, before_rate) =
+        plain_client(&server.address, first_half, 16, 8 * first_half.len())?;
     let out = std::env::temp_dir().join(format!("deepconf-bench-served-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let (our_tokens, our_rate) = harmbench_example(&base_url, &out)?;
     let _ = std::fs::remove_dir_all(&out);
+    let (after_tokens, after_rate) =
+        plain_client(&server.address, second_half, 16, 8 * second_half.len())?;
+    let peer_tokens = before_tokens + after_tokens;
+    let peer_rate = peer_tokens as f64
+        / (before_tokens as f64 / before_rate + after_tokens as f64 / after_rate);
     let text = format!(
         "{SERVED}\n\nCommand: `cargo xtask bench served` (release build). Machine: {}; load average at the start {}. \
 Server: llama.cpp's `llama-server` from the llama-cpp-python 0.3.36 sources, `-np 16` (16 slots, \
 continuous batching), 2 threads, the embedded SmolLM2 Q4_1 GGUF. Peer: a plain client keeping 16 \
-chat-completion requests in flight (64 tokens, `top_logprobs: 20`, not streamed), 128 requests. \
+chat-completion requests in flight (64 tokens, `top_logprobs: 20`, the example's sampling: \
+temperature 0.7, top-p 0.95, top-k 0, min-p 0; not streamed), sending the example's 256 requests (8 per prompt, \
+a prompt's 8 in a row), those of the first 16 prompts before ours ({before_rate:.1} tok/s) and \
+of the other 16 after ({after_rate:.1} tok/s), the rate over both. \
 Ours: the `harmbench` example, `--backend openai --policy fixed --traces 8 --limit 32 \
 --max-tokens 64` (streamed, every token's top-20 log-probabilities read, classified and recorded), \
 default concurrency. Goal: >= 0.9x.\n\n\

@@ -7,11 +7,13 @@
 //!   (HarmBench behaviours, StrongREJECT's forbidden prompts, benign over-refusal probes); all of
 //!   it without an argument
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
-//! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md
+//! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md;
+//!   `bench engine|main-job|served`: the experiment engine at scale against same-run peers
 //! - `cargo xtask demo`: fetch model and data if missing, then run the `mixed` example (harmful and
 //!   benign prompts, full traces, every policy replayed, the live online run cross-checked)
 mod assets;
 mod bench;
+mod bench_engine;
 
 use std::process::Command;
 
@@ -46,7 +48,14 @@ fn main() -> Result<()> {
         "bench" if cfg!(debug_assertions) => run(cargo()
             .args(["run", "--release", "-p", "xtask", "--", "bench"])
             .args(rest))?,
-        "bench" => bench::run(rest)?,
+        "bench" => match rest.first().map(String::as_str) {
+            Some(which @ ("engine" | "served" | "main-job")) => {
+                bench_engine::run_named(which, &rest[1..])?
+            }
+            _ => bench::run(rest)?,
+        },
+        // One measured size of `bench engine`, started by it in a fresh process.
+        "bench-engine" => bench_engine::engine_child(rest)?,
         // One measured row of `bench --k-quants`, started by it in a fresh process.
         "bench-decode" => bench::decode_child(rest)?,
         "demo" => demo(rest)?,
@@ -66,6 +75,9 @@ tasks:
   test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
                        (`--k-quants`: Q4_1 and Q4_K_M files, batch 1 and 16 traces, peak memory)
+  bench engine         a synthetic instant backend, 10k-100k instances x 4 traces: time, peak memory
+  bench main-job       the online main job on candle vs 16 traces of one prompt
+  bench served         the harmbench example via llama-server -np 16 vs a plain client, 16 in flight
   demo [ARGS]          fetch model and data, then `cargo run --release --example mixed -- --resume [ARGS]`
 environment: DEEPCONF_CACHE overrides the cache directory";
 

@@ -48,8 +48,10 @@ struct Job {
 type Prefill = Arc<(KvCache, Vec<f32>)>;
 
 /// Prefills of recent prompts, newest last, within a byte budget: the online policy sends a
-/// prompt's later batches soon after its warmup, and a prompt is then prefilled only once.
-/// Reusing a prefill gives the same numbers as computing it again.
+/// prompt's later batches soon after its warmup, and a prompt is then prefilled only once; a new
+/// prompt starts from the longest prefix it shares with a kept one (the chat template's system
+/// turn, few-shot examples), so only its own tokens are computed. Reusing a prefill gives the same
+/// numbers as computing it again: a position's keys and values depend only on the tokens up to it.
 #[derive(Default)]
 struct PrefillCache {
     entries: VecDeque<(Vec<u32>, Prefill, usize)>,
@@ -59,6 +61,9 @@ struct PrefillCache {
 /// Most bytes of KV cache kept for reuse.
 const PREFILL_CACHE_BYTES: usize = 256 << 20;
 
+/// Shorter shared prefixes are computed again: copying them saves less than it costs.
+const MIN_SHARED_PREFIX: usize = 8;
+
 impl PrefillCache {
     fn get(&mut self, prompt: &[u32]) -> Option<Prefill> {
         let at = self.entries.iter().position(|(p, ..)| p == prompt)?;
@@ -66,6 +71,21 @@ impl PrefillCache {
         let prefill = Arc::clone(&entry.1);
         self.entries.push_back(entry);
         Some(prefill)
+    }
+
+    /// The KV cache of the longest prefix `prompt` shares with a kept prompt, when it is at least
+    /// [`MIN_SHARED_PREFIX`] positions long; one token at least is left to compute, for the logits.
+    fn shared_prefix(&self, prompt: &[u32]) -> Option<KvCache> {
+        let usable = prompt.len().saturating_sub(1);
+        let (length, prefill) = self
+            .entries
+            .iter()
+            .map(|(kept, prefill, _)| {
+                let common = kept.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+                (common.min(usable), prefill)
+            })
+            .max_by_key(|(common, _)| *common)?;
+        (length >= MIN_SHARED_PREFIX).then(|| prefill.0.prefix(length))
     }
 
     fn insert(&mut self, prompt: Vec<u32>, prefill: Prefill, bytes: usize) {
@@ -272,7 +292,11 @@ impl Batcher {
         }
         let mut prompt_caches: Vec<KvCache> = prefill
             .iter()
-            .map(|_| KvCache::new(self.decoder.config.layers))
+            .map(|&key| {
+                prefills
+                    .shared_prefix(&jobs[key].job.prompt)
+                    .unwrap_or_else(|| KvCache::new(self.decoder.config.layers))
+            })
             .collect();
         let last_tokens: Vec<[u32; 1]> = running
             .iter()
@@ -280,7 +304,8 @@ impl Batcher {
             .collect();
         let mut tokens: Vec<&[u32]> = prefill
             .iter()
-            .map(|&key| jobs[key].job.prompt.as_slice())
+            .zip(&prompt_caches)
+            .map(|(&key, cache)| &jobs[key].job.prompt[cache.len()..])
             .collect();
         tokens.extend(last_tokens.iter().map(|t| &t[..]));
         let mut row_caches: Vec<&mut KvCache> = Vec::with_capacity(running.len());
@@ -336,6 +361,9 @@ impl Batcher {
                 outgoing[row.job].push(i);
             }
         }
+        // Every job's tokens go out before any answer is awaited, so the callers' observers run
+        // side by side and the step waits for the slowest of them, not for their sum.
+        let mut awaiting: Vec<(usize, Vec<usize>)> = Vec::new();
         for (key, row_indices) in outgoing.into_iter().enumerate() {
             if row_indices.is_empty() || jobs[key].failed {
                 continue;
@@ -350,14 +378,17 @@ impl Batcher {
                 })
                 .collect();
             let job = &mut jobs[key];
-            let answered = job
-                .job
-                .events
-                .send(JobEvent::Tokens(batch))
-                .ok()
-                .and_then(|()| job.job.controls.recv().ok());
-            let Some(controls) = answered.filter(|c| c.len() == row_indices.len()) else {
+            if job.job.events.send(JobEvent::Tokens(batch)).is_ok() {
+                awaiting.push((key, row_indices));
+            } else {
                 // The caller is gone (its thread ended or its observer panicked): drop the job.
+                job.failed = true;
+            }
+        }
+        for (key, row_indices) in awaiting {
+            let job = &mut jobs[key];
+            let answered = job.job.controls.recv().ok();
+            let Some(controls) = answered.filter(|c| c.len() == row_indices.len()) else {
                 job.failed = true;
                 continue;
             };
@@ -370,7 +401,6 @@ impl Batcher {
         }
     }
 
-    /// Moves finished rows into their job's results and completes the jobs that are done.
     fn retire(&self, jobs: &mut Vec<ActiveJob>, rows: &mut Vec<Row>) {
         let mut i = 0;
         while i < rows.len() {

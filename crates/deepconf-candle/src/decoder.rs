@@ -199,6 +199,25 @@ impl KvCache {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// A copy of the first `positions` positions (all of them when there are fewer).
+    pub(crate) fn prefix(&self, positions: usize) -> Self {
+        let positions = positions.min(self.len);
+        let cut = |layers: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            layers
+                .iter()
+                .map(|layer| {
+                    let width = layer.len() / self.len.max(1);
+                    layer[..positions * width].to_vec()
+                })
+                .collect()
+        };
+        Self {
+            keys: cut(&self.keys),
+            values: cut(&self.values),
+            len: positions,
+        }
+    }
 }
 
 /// Reusable buffers of a forward pass.

@@ -170,3 +170,34 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("context length"), "{err}");
 }
+
+#[test]
+fn a_prompt_that_shares_a_prefix_with_an_earlier_one_gives_the_same_traces() {
+    // Both prompts open with the chat template's system turn (well over the 8 positions a shared
+    // prefix needs), so the second one's prefill starts from the first one's keys and values on a
+    // model that has seen the first, and from nothing on a freshly loaded one.
+    let sampling = SamplingParams::default()
+        .with_max_tokens(12)
+        .with_temperature(0.8);
+    let first = GenerationRequest::user("Name three colours.", sampling.clone());
+    let second = GenerationRequest::user("Name three rivers in Europe.", sampling);
+    let specs: Vec<TraceSpec> = (0..3).map(|i| TraceSpec::derive(5, i)).collect();
+    let path = common::default_model_path();
+    let mut warm = CandleModel::load(&path).expect("default model loads");
+    warm.generate_batch(&first, &specs, &mut NoObserver)
+        .unwrap();
+    let reused = warm
+        .generate_batch(&second, &specs, &mut NoObserver)
+        .unwrap();
+    let mut cold = CandleModel::load(&path).expect("default model loads");
+    let fresh = cold
+        .generate_batch(&second, &specs, &mut NoObserver)
+        .unwrap();
+    for (a, b) in reused.iter().zip(&fresh) {
+        assert_eq!(a.prompt_tokens, b.prompt_tokens);
+        assert_eq!(a.token_ids(), b.token_ids(), "trace {}", a.spec.index);
+        for (x, y) in a.steps.iter().zip(&b.steps) {
+            assert_eq!(x.top_logprobs, y.top_logprobs, "trace {}", a.spec.index);
+        }
+    }
+}
