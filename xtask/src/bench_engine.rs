@@ -74,7 +74,7 @@ impl LogprobModel for Instant0 {
         spec: TraceSpec,
         observer: &mut dyn TokenObserver,
     ) -> deepconf_core::Result<Trace> {
-        let refuse = spec.seed % 2 == 0;
+        let refuse = spec.seed.is_multiple_of(2);
         let word = if refuse { "Sorry, " } else { "Sure, " };
         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(12);
         for i in 0..self.tokens {
