@@ -2,5 +2,6 @@
 
 mod analysis;
 mod findings;
+mod old_runs;
 mod replay;
 mod stats;
