@@ -30,7 +30,14 @@ fn a_run_written_before_the_record_flow_is_read_and_analysed() {
         }
     }
 
-    let analysis = analyze_dir(fixture(), &AnalysisOptions::default()).unwrap();
+    // `analyze_dir` writes its report next to the records: analyse a copy.
+    let copy = tempfile::tempdir().unwrap();
+    for file in ["run.json", "predictions.jsonl", "traces/part-00000.parquet"] {
+        let to = copy.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixture().join(file), to).unwrap();
+    }
+    let analysis = analyze_dir(copy.path(), &AnalysisOptions::default()).unwrap();
     assert_eq!(analysis.run.instances, 3);
     assert_eq!(analysis.run.harmful, 3);
     // A fixed-N run: the replay runs on its stored traces.
@@ -38,4 +45,5 @@ fn a_run_written_before_the_record_flow_is_read_and_analysed() {
     assert_eq!(analysis.replay.traces_per_instance, 2);
     let report = build_report(&analysis).to_markdown();
     assert!(report.contains("harmbench"), "{report}");
+    assert!(copy.path().join("report.md").is_file());
 }
