@@ -314,15 +314,19 @@ impl MemoryRow {
 
 /// This process's peak resident set (`VmHWM`, kB).
 fn peak_rss_kb() -> u64 {
+    process_status_kb("VmHWM:").unwrap_or(0)
+}
+
+/// A memory figure of this process's `/proc/self/status` (`VmHWM:`, `VmRSS:`), in kB.
+pub(crate) fn process_status_kb(field: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// `xtask bench-decode MODEL MAX_TOKENS TRACES REPEATS`: one of our rows of `--k-quants`, run

@@ -8,10 +8,9 @@
 //! - `engine`: a synthetic backend that emits its tokens instantly, 10,000 to 100,000 instances x 4
 //!   traces, each size in a fresh process: wall time and peak memory.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -40,22 +39,9 @@ fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()
     Ok(())
 }
 
-/// Peak resident memory of this process so far (`VmHWM`), in MiB.
-pub(crate) fn peak_rss_mib() -> f64 {
-    status_mib("VmHWM:")
-}
-
 /// A memory figure of `/proc/self/status` (`VmHWM:`, `VmRSS:`), in MiB.
 fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                let kb = line.strip_prefix(field)?.trim().strip_suffix("kB")?;
-                kb.trim().parse::<f64>().ok()
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    crate::bench::process_status_kb(field).map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,7 +152,7 @@ pub(crate) fn engine_child(args: &[String]) -> Result<()> {
         report.newly_run,
         traces,
         report.tokens_generated,
-        peak_rss_mib(),
+        status_mib("VmHWM:"),
         report.concurrency
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -320,68 +306,6 @@ const MAIN_JOB: &str = "## Main job throughput";
 // ---------------------------------------------------------------------------------------------
 // served
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_llama_server(bin: &Path, model: &Path, slots: usize) -> Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::env::temp_dir().join(format!("deepconf-bench-llama-server-{port}.log"));
-    let log_file = std::fs::File::create(&log)?;
-    let child = Command::new(bin.join("llama-server"))
-        .arg("-m")
-        .arg(model)
-        .args(["-a", "smollm2", "--host", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .args([
-            "-np",
-            &slots.to_string(),
-            "-c",
-            &(1024 * slots).to_string(),
-            "-t",
-            "2",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .context("starting llama-server")?;
-    let server = Server {
-        child,
-        address: format!("127.0.0.1:{port}"),
-    };
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
-        if http_get(&server.address, "/health").is_ok_and(|a| a.starts_with("HTTP/1.1 200")) {
-            return Ok(server);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("llama-server did not start; see {}", log.display())
-}
-
-fn http_get(address: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
-}
-
 /// The plain client: `in_flight` threads, each sending chat completions (64 tokens, top 20
 /// logprobs, the example's sampling, not streamed) one after another until `requests` are done.
 /// Returns tokens/s.
@@ -485,8 +409,9 @@ fn harmbench_example(base_url: &str, out: &Path) -> Result<(u64, f64)> {
 }
 
 fn served(args: &[String]) -> Result<()> {
-    let bin = assets::ensure_llama_cpp_tools()?;
-    let model = assets::fetch_model()?;
+    // Built into the cache, where the test kit's server looks for it.
+    assets::ensure_llama_cpp_tools()?;
+    assets::fetch_model()?;
     assets::fetch_data("harmbench")?;
     run(cargo().args(["build", "--release", "--example", "harmbench"]))?;
     let dataset = DatasetSpec::new(Benchmark::HarmBench).load()?;
@@ -494,8 +419,8 @@ fn served(args: &[String]) -> Result<()> {
         .iter()
         .map(|i| i.user_prompt().to_string())
         .collect();
-    let server = start_llama_server(&bin, &model, 16)?;
-    let base_url = format!("http://{}/v1", server.address);
+    let server = deepconf_testkit::server::LlamaServer::start(16);
+    let base_url = server.base_url.clone();
     // Warm the server up once.
     plain_client(&server.address, &prompts[..2], 16, 16)?;
     // The peer runs before and after ours, its rate over both (a shared machine drifts).

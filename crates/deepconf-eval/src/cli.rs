@@ -400,13 +400,13 @@ impl EvalArgs {
 /// What `run.json` records about a dataset: name, split, file name and checksum.
 pub fn dataset_info(dataset: &Dataset, instances: usize) -> DatasetInfo {
     if !dataset.summary.sources.is_empty() {
-        // A mixture: its sources by name, and every file's checksum (in the summary's order).
+        // A mixture: its sources by name, and each source file's checksum (in the same order).
         let sources: Vec<&str> = dataset.summary.sources.keys().map(String::as_str).collect();
         let checksums: Option<Vec<String>> = dataset
             .summary
-            .file
-            .split(", ")
-            .map(|file| sha256_file(Path::new(file)).ok())
+            .sources
+            .values()
+            .map(|source| sha256_file(Path::new(&source.file)).ok())
             .collect();
         return DatasetInfo {
             name: "mixture".into(),
