@@ -5,7 +5,7 @@
 //!   client keeping 16 requests in flight on the same server.
 //! - `main-job`: the online main job on the candle backend (HarmBench behaviours, DeepConf online)
 //!   against 16 traces of one prompt decoded together (`generate --traces 16`).
-//! - `engine`: a synthetic backend that emits its tokens instantly, 10,000 to 100,000 instances x 4
+//! - `engine`: a synthetic backend that emits its tokens instantly, 10,000 to 200,000 instances x 4
 //!   traces, each size in a fresh process: wall time and peak memory.
 
 use std::io::{BufRead, BufReader};
@@ -117,7 +117,55 @@ fn synthetic_instances(n: usize) -> Vec<Instance> {
         .collect()
 }
 
-/// One measured size, in this process: prints `instances traces tokens seconds peak_mib parts`.
+/// Samples this process's resident memory every few milliseconds on a thread of its own.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Duration, f64)>>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push((started.elapsed(), status_mib("VmRSS:")));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> RssSamples {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        RssSamples(self.thread.join().unwrap_or_default())
+    }
+}
+
+struct RssSamples(Vec<(Duration, f64)>);
+
+impl RssSamples {
+    /// The highest resident memory (MiB) sampled in the first and in the second half of the run.
+    fn peaks_by_half(&self) -> (f64, f64) {
+        let Some(&(end, _)) = self.0.last() else {
+            return (f64::NAN, f64::NAN);
+        };
+        let peak = |first: bool| {
+            self.0
+                .iter()
+                .filter(|(at, _)| (*at < end / 2) == first)
+                .map(|&(_, mib)| mib)
+                .fold(f64::NAN, f64::max)
+        };
+        (peak(true), peak(false))
+    }
+}
+
+/// One measured size, in this process: prints `instances traces tokens seconds peak_mib parts
+/// in_flight before_run_mib first_half_peak_mib second_half_peak_mib`.
 pub(crate) fn engine_child(args: &[String]) -> Result<()> {
     let n: usize = args
         .first()
@@ -142,13 +190,15 @@ pub(crate) fn engine_child(args: &[String]) -> Result<()> {
     let mut model = Instant0 {
         tokens: tokens_per_trace,
     };
+    let sampler = RssSampler::start();
     let started = Instant::now();
     let report = experiment.run(&mut model, &mut PatternClassifier::default(), &dir)?;
     let seconds = started.elapsed().as_secs_f64();
+    let (first_half, second_half) = sampler.stop().peaks_by_half();
     let parts = deepconf_records::trace_parts(&dir)?.len();
     let traces = n * 4;
     println!(
-        "{} {} {} {seconds:.3} {:.1} {parts} {} {before_run:.1}",
+        "{} {} {} {seconds:.3} {:.1} {parts} {} {before_run:.1} {first_half:.1} {second_half:.1}",
         report.newly_run,
         traces,
         report.tokens_generated,
@@ -159,40 +209,101 @@ pub(crate) fn engine_child(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// One size measured in a child process.
+#[derive(Debug, Clone, Copy)]
+struct EngineRun {
+    instances: usize,
+    traces: usize,
+    tokens: u64,
+    seconds: f64,
+    peak_mib: f64,
+    parts: usize,
+    in_flight: usize,
+    before_run_mib: f64,
+    first_half_mib: f64,
+    second_half_mib: f64,
+}
+
+impl EngineRun {
+    fn added_mib(&self) -> f64 {
+        self.peak_mib - self.before_run_mib
+    }
+
+    fn table_row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
+            self.instances,
+            self.traces,
+            self.tokens,
+            self.seconds,
+            self.instances as f64 / self.seconds,
+            self.before_run_mib,
+            self.peak_mib,
+            self.added_mib(),
+            self.first_half_mib,
+            self.second_half_mib,
+            self.parts,
+            self.in_flight
+        )
+    }
+}
+
+/// Runs `xtask bench-engine N` in a fresh process (with `MALLOC_ARENA_MAX` when given).
+fn measure_engine(n: usize, malloc_arenas: Option<u32>) -> Result<EngineRun> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["bench-engine", &n.to_string()]);
+    if let Some(arenas) = malloc_arenas {
+        command.env("MALLOC_ARENA_MAX", arenas.to_string());
+    }
+    let out = command
+        .output()
+        .context("running the engine benchmark child")?;
+    if !out.status.success() {
+        bail!(
+            "engine benchmark child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 10 {
+        bail!("unexpected child output `{line}`");
+    }
+    let field = |i: usize| -> Result<f64> {
+        f[i].parse()
+            .with_context(|| format!("field {i} of `{line}`"))
+    };
+    Ok(EngineRun {
+        instances: n,
+        traces: field(1)? as usize,
+        tokens: field(2)? as u64,
+        seconds: field(3)?,
+        peak_mib: field(4)?,
+        parts: field(5)? as usize,
+        in_flight: field(6)? as usize,
+        before_run_mib: field(7)?,
+        first_half_mib: field(8)?,
+        second_half_mib: field(9)?,
+    })
+}
+
+const ENGINE_TABLE_HEADER: &str = "| instances | traces | tokens | seconds | instances/s | resident before the run (MiB) | peak RSS (MiB) | added by the run (MiB) | peak, first half (MiB) | peak, second half (MiB) | part files | in flight |\n\
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+
 fn engine(args: &[String]) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let sizes = [10_000usize, 50_000, 100_000];
-    let mut rows = String::new();
+    let sizes = [10_000usize, 50_000, 100_000, 200_000, 400_000, 800_000];
+    let mut runs = Vec::new();
     for n in sizes {
         eprintln!("engine overhead: {n} instances x 4 traces ...");
-        let out = Command::new(&exe)
-            .args(["bench-engine", &n.to_string()])
-            .output()
-            .context("running the engine benchmark child")?;
-        if !out.status.success() {
-            bail!(
-                "engine benchmark child failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let line = String::from_utf8_lossy(&out.stdout);
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
-            bail!("unexpected child output `{line}`");
-        }
-        let seconds: f64 = f[3].parse()?;
-        let instances_per_second = n as f64 / seconds;
-        let peak: f64 = f[4].parse()?;
-        let before_run: f64 = f[7].parse()?;
-        rows.push_str(&format!(
-            "| {n} | {} | {} | {seconds:.2} | {instances_per_second:.0} | {before_run:.1} | {peak:.1} | {:.1} | {} | {} |\n",
-            f[1],
-            f[2],
-            peak - before_run,
-            f[5],
-            f[6]
-        ));
+        runs.push(measure_engine(n, None)?);
     }
+    let mut single_arena = Vec::new();
+    for n in [10_000usize, 200_000] {
+        eprintln!("engine overhead, one malloc arena: {n} instances x 4 traces ...");
+        single_arena.push(measure_engine(n, Some(1))?);
+    }
+    let rows: String = runs.iter().map(EngineRun::table_row).collect();
+    let single_arena_rows: String = single_arena.iter().map(EngineRun::table_row).collect();
     let text = format!(
         "{ENGINE}\n\nCommand: `cargo xtask bench engine` (release build). Machine: {}; load average at the start {}. \
 A synthetic in-process backend emits 16 tokens per trace at once (top-20 log-probabilities each), \
@@ -201,22 +312,58 @@ confidence per token, the pattern classifier, the reorder window, the Parquet pa
 `predictions.jsonl`. Policy fixed N = 4; each size runs in a fresh process, so the peak \
 resident memory (VmHWM) is that run's alone.\n\n\
 Resident before the run: the process with the caller's instance list built (what \
-`Experiment::new` is given); added by the run: the peak during the run above that.\n\n\
-| instances | traces | tokens | seconds | instances/s | resident before the run (MiB) | peak RSS (MiB) | added by the run (MiB) | part files | in flight |\n\
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}\n\
-The run's working set is flat: trace rows wait for their part file only until it is written \
-(20,000 rows, 64 MiB or two minutes) and finished instances wait in the reorder window for at most \
-4 per worker. What grows with the instance count is bookkeeping by id: the duplicate-id check \
-before the run and the writer's set of finished ids (which resume and the duplicate check of \
-`RunWriter::push` read), about 0.2 KB per instance against about 0.5 KB per instance of the \
-caller's instance list itself.\n",
+`Experiment::new` is given); added by the run: the peak during the run above that. \
+Peak in the first and the second half: the highest resident memory sampled (every 5 ms) in \
+each half of the run's wall time; a working set that grew over a long run would show in the \
+second.\n\n{ENGINE_TABLE_HEADER}{rows}\n{}\n\n\
+The same with one malloc arena (`MALLOC_ARENA_MAX=1`), to tell the allocator's share of the \
+rise: glibc gives each worker thread an arena of its own and keeps freed pages in each.\n\n\
+{ENGINE_TABLE_HEADER}{single_arena_rows}\n{}\n\n\
+What the run keeps does not depend on the instance count: trace rows wait for their part file \
+only until it is written (20,000 rows, 64 MiB or two minutes), finished instances wait in the \
+reorder window for at most 4 per worker, and the writer keeps no id of what it writes (only the \
+ids found on disk when a run is resumed). Per instance the engine holds one bit (finished before \
+or not) during the run, and sorts a word per instance for the duplicate-id check before it, \
+freed before the run starts.\n",
         machine(),
-        load_average()
+        load_average(),
+        growth_sentence(&runs),
+        growth_sentence(&single_arena),
     );
     write_or_print(ENGINE, &text, args)
 }
 
 const ENGINE: &str = "## Engine overhead";
+
+/// How the run's added memory changes from the smallest size to the largest (and between the two
+/// largest, where the allocator has settled), against the caller's instance list, per instance.
+fn growth_sentence(runs: &[EngineRun]) -> String {
+    let (Some(first), Some(last)) = (runs.first(), runs.last()) else {
+        return String::new();
+    };
+    let per_instance = |from: &EngineRun, to: &EngineRun, mib: fn(&EngineRun) -> f64| {
+        (mib(to) - mib(from)) * 1024.0 * 1024.0 / (to.instances - from.instances).max(1) as f64
+    };
+    let mut text = format!(
+        "From {} to {} instances the memory added by the run went from {:.1} to {:.1} MiB \
+({:+.0} bytes per instance), while the caller's instance list grew by {:.0} bytes per instance.",
+        first.instances,
+        last.instances,
+        first.added_mib(),
+        last.added_mib(),
+        per_instance(first, last, EngineRun::added_mib),
+        per_instance(first, last, |r| r.before_run_mib),
+    );
+    if runs.len() > 2 {
+        let before_last = &runs[runs.len() - 2];
+        text.push_str(&format!(
+            " Between the two largest sizes: {:+.1} MiB ({:+.0} bytes per instance).",
+            last.added_mib() - before_last.added_mib(),
+            per_instance(before_last, last, EngineRun::added_mib),
+        ));
+    }
+    text
+}
 
 // ---------------------------------------------------------------------------------------------
 // main job on candle

@@ -58,12 +58,8 @@ pub(crate) fn run(
     let started = Instant::now();
     let concurrency = experiment.effective_concurrency(model);
     let writer = experiment.open(out_dir, concurrency)?;
-    let pending: Vec<&Instance> = experiment
-        .instances
-        .iter()
-        .filter(|i| !writer.is_done(&i.id))
-        .collect();
-    let resumed = experiment.instances.len() - pending.len();
+    let work = Work::new(&experiment.instances, |id| writer.is_done(id));
+    let resumed = experiment.instances.len() - work.pending;
     let progress = Progress::new(
         experiment.progress,
         &experiment.config.name,
@@ -83,10 +79,10 @@ pub(crate) fn run(
         resumed,
         tokens: Arc::clone(&tokens),
     };
-    let stopped = if concurrency <= 1 || pending.len() <= 1 {
+    let stopped = if concurrency <= 1 || work.pending <= 1 {
         run_inline(
             experiment,
-            &pending,
+            &work,
             model,
             classifier,
             &mut collector,
@@ -95,12 +91,12 @@ pub(crate) fn run(
     } else {
         run_concurrent(
             experiment,
-            &pending,
+            &work,
             model,
             classifier,
             &mut collector,
             Workers {
-                count: concurrency.min(pending.len()),
+                count: concurrency.min(work.pending),
                 tokens: &tokens,
                 cancel: &cancel,
             },
@@ -154,10 +150,61 @@ fn interrupted(experiment: &Experiment) -> bool {
         .is_some_and(|flag| flag.load(Ordering::Relaxed))
 }
 
+/// The instances a run still has to do: those not found finished in the run directory. One bit
+/// per instance, so that nothing the engine keeps grows with the run beyond the caller's list.
+struct Work<'a> {
+    instances: &'a [Instance],
+    finished: Vec<u64>,
+    /// Instances not finished.
+    pending: usize,
+}
+
+impl<'a> Work<'a> {
+    fn new(instances: &'a [Instance], is_finished: impl Fn(&str) -> bool) -> Self {
+        let mut finished = vec![0u64; instances.len().div_ceil(64)];
+        let mut pending = instances.len();
+        for (index, instance) in instances.iter().enumerate() {
+            if is_finished(&instance.id) {
+                finished[index / 64] |= 1 << (index % 64);
+                pending -= 1;
+            }
+        }
+        Self {
+            instances,
+            finished,
+            pending,
+        }
+    }
+
+    fn is_finished(&self, index: usize) -> bool {
+        self.finished[index / 64] & (1 << (index % 64)) != 0
+    }
+
+    /// The first instance at or after `index` still to do, with its index.
+    fn next_from(&self, mut index: usize) -> Option<(usize, &'a Instance)> {
+        while index < self.instances.len() {
+            if !self.is_finished(index) {
+                return Some((index, &self.instances[index]));
+            }
+            index += 1;
+        }
+        None
+    }
+
+    /// The instances still to do, in order.
+    fn iter(&self) -> impl Iterator<Item = &'a Instance> + '_ {
+        self.instances
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.is_finished(*index))
+            .map(|(_, instance)| instance)
+    }
+}
+
 /// One instance after another on the calling thread (a backend without concurrent handles).
 fn run_inline(
     experiment: &Experiment,
-    pending: &[&Instance],
+    work: &Work<'_>,
     model: &mut dyn LogprobModel,
     classifier: &mut dyn RefusalClassifier,
     collector: &mut Collector,
@@ -165,7 +212,7 @@ fn run_inline(
 ) -> Result<Stop> {
     let never = AtomicBool::new(false);
     let cancel = experiment.interrupt.as_deref().unwrap_or(&never);
-    for (position, &instance) in pending.iter().enumerate() {
+    for (position, instance) in work.iter().enumerate() {
         if collector.reached_stop_after() {
             return Ok(Stop::Killed);
         }
@@ -216,26 +263,40 @@ enum Message {
     },
 }
 
-/// Hands out instance positions in order, at most a window ahead of the oldest unwritten one.
-struct Claims {
-    state: Mutex<(usize, usize)>,
+/// Where [`Claims`] stands.
+struct ClaimState {
+    /// The position (among the instances to do) of the next instance to hand out.
+    next: usize,
+    /// The index (among all instances) from which to look for it.
+    next_index: usize,
+    /// The position of the oldest instance not yet written.
+    front: usize,
+}
+
+/// Hands out the instances to do in order, each with its position among them, at most a window
+/// ahead of the oldest unwritten one.
+struct Claims<'w, 'a> {
+    work: &'w Work<'a>,
+    state: Mutex<ClaimState>,
     moved: Condvar,
-    total: usize,
     window: usize,
 }
 
-impl Claims {
-    /// The next position to run; `None` when every instance is taken or the run is cancelled.
-    fn next(&self, cancel: &AtomicBool) -> Option<usize> {
+impl<'a> Claims<'_, 'a> {
+    /// The next instance to run and its position; `None` when every instance is taken or the run
+    /// is cancelled.
+    fn next(&self, cancel: &AtomicBool) -> Option<(usize, &'a Instance)> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let (next, front) = *state;
-            if next >= self.total || cancel.load(Ordering::Relaxed) {
+            if state.next >= self.work.pending || cancel.load(Ordering::Relaxed) {
                 return None;
             }
-            if next < front + self.window {
-                state.0 += 1;
-                return Some(next);
+            if state.next < state.front + self.window {
+                let (index, instance) = self.work.next_from(state.next_index)?;
+                let position = state.next;
+                state.next += 1;
+                state.next_index = index + 1;
+                return Some((position, instance));
             }
             state = self
                 .moved
@@ -246,7 +307,7 @@ impl Claims {
     }
 
     fn advance_front(&self, front: usize) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = front;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).front = front;
         self.moved.notify_all();
     }
 
@@ -257,7 +318,7 @@ impl Claims {
 
 fn run_concurrent(
     experiment: &Experiment,
-    pending: &[&Instance],
+    work: &Work<'_>,
     model: &mut dyn LogprobModel,
     classifier: &mut dyn RefusalClassifier,
     collector: &mut Collector,
@@ -275,9 +336,13 @@ fn run_concurrent(
         handles.push((model_handle, classifier.concurrent_handle()));
     }
     let claims = Claims {
-        state: Mutex::new((0, 0)),
+        work,
+        state: Mutex::new(ClaimState {
+            next: 0,
+            next_index: 0,
+            front: 0,
+        }),
         moved: Condvar::new(),
-        total: pending.len(),
         window: REORDER_WINDOW_PER_WORKER * workers.count,
     };
     let (messages, inbox) = channel::<Message>();
@@ -294,7 +359,7 @@ fn run_concurrent(
                         messages: messages.clone(),
                     }),
                 };
-                while let Some(position) = claims.next(cancel) {
+                while let Some((position, instance)) = claims.next(cancel) {
                     let mut on_token = || {
                         tokens.fetch_add(1, Ordering::Relaxed);
                     };
@@ -302,7 +367,7 @@ fn run_concurrent(
                         experiment,
                         model.as_mut(),
                         classifier.as_mut(),
-                        pending[position],
+                        instance,
                         cancel,
                         &mut on_token,
                     );
@@ -317,7 +382,14 @@ fn run_concurrent(
             });
         }
         drop(messages);
-        let stop = serve(experiment, pending, classifier, collector, &claims, &inbox);
+        let stop = serve(
+            experiment,
+            work.pending,
+            classifier,
+            collector,
+            &claims,
+            &inbox,
+        );
         // Whatever the reason, stop the workers before the scope joins them.
         cancel.store(true, Ordering::Relaxed);
         claims.wake_all();
@@ -340,10 +412,10 @@ fn run_concurrent(
 /// watch the interrupt flag.
 fn serve(
     experiment: &Experiment,
-    pending: &[&Instance],
+    pending: usize,
     classifier: &mut dyn RefusalClassifier,
     collector: &mut Collector,
-    claims: &Claims,
+    claims: &Claims<'_, '_>,
     inbox: &Receiver<Message>,
 ) -> Result<Stop> {
     loop {
@@ -367,7 +439,7 @@ fn serve(
             }
             Err(RecvTimeoutError::Timeout) => collector.flush_if_due()?,
             Err(RecvTimeoutError::Disconnected) => {
-                return Ok(if collector.front >= pending.len() {
+                return Ok(if collector.front >= pending {
                     Stop::Finished
                 } else {
                     Stop::Interrupted
@@ -636,5 +708,27 @@ impl Collector {
     fn flush_if_due(&mut self) -> Result<()> {
         self.progress.tick(self.tokens.load(Ordering::Relaxed));
         Ok(self.writer().flush_if_due()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_skips_finished_instances_across_bitmap_words() {
+        let instances: Vec<Instance> = (0..130)
+            .map(|i| Instance::user(format!("i{i}"), "p", None))
+            .collect();
+        let finished = ["i0", "i63", "i64", "i129"];
+        let work = Work::new(&instances, |id| finished.contains(&id));
+        assert_eq!(work.pending, 126);
+        let ids: Vec<&str> = work.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids.len(), 126);
+        assert!(ids.iter().all(|id| !finished.contains(id)));
+        assert_eq!((ids[0], ids[62], ids[125]), ("i1", "i65", "i128"));
+        assert_eq!(work.next_from(0).map(|(i, _)| i), Some(1));
+        assert_eq!(work.next_from(63).map(|(i, _)| i), Some(65));
+        assert_eq!(work.next_from(129).map(|(i, _)| i), None);
     }
 }

@@ -1,7 +1,7 @@
 //! [`Experiment`]: benchmark instances x model x policy x refusal classifier, written as a resumable
 //! run directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -238,17 +238,14 @@ impl Experiment {
 
     pub(crate) fn check(&self) -> Result<()> {
         self.config.run.validate()?;
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (i, instance) in self.instances.iter().enumerate() {
-            if let Some(first) = seen.insert(instance.id.as_str(), i) {
-                return Err(Error::DuplicateInstance {
-                    id: instance.id.clone(),
-                    first,
-                    second: i,
-                });
-            }
+        match first_duplicate(&self.instances) {
+            Some((first, second)) => Err(Error::DuplicateInstance {
+                id: self.instances[second].id.clone(),
+                first,
+                second,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Opens the run directory: a fresh run, or (with resume) the existing one after checking that
@@ -280,6 +277,23 @@ impl Experiment {
     ) -> Result<RunReport> {
         crate::engine::run(self, model, classifier, out_dir)
     }
+}
+
+/// The positions of the first repeated id (the earliest position whose id came before) and of its
+/// first occurrence. Sorts positions by id rather than hashing the ids: a word per instance,
+/// freed before the run starts.
+fn first_duplicate(instances: &[Instance]) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..instances.len()).collect();
+    let id = |position: usize| instances[position].id.as_str();
+    // Stable: equal ids keep their positions in order.
+    order.sort_by(|&a, &b| id(a).cmp(id(b)));
+    order
+        .windows(2)
+        .filter(|pair| id(pair[0]) == id(pair[1]))
+        .map(|pair| (pair[0], pair[1]))
+        // Within a run of equal ids the first pair holds the first and second occurrence; a later
+        // pair of the same run has a later second occurrence, so the minimum is still right.
+        .min_by_key(|&(_, second)| second)
 }
 
 /// The default number of instances in flight: twice as many as fill the backend's concurrent
@@ -381,6 +395,23 @@ fn first_difference(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn instances(ids: &[&str]) -> Vec<Instance> {
+        ids.iter()
+            .map(|id| Instance::user(*id, "p", None))
+            .collect()
+    }
+
+    #[test]
+    fn the_first_repeated_id_is_named_with_its_first_occurrence() {
+        // `b` repeats at 3 before `a` repeats at 4; `b`'s first occurrence is 1.
+        let list = instances(&["a", "b", "c", "b", "a", "b"]);
+        assert_eq!(first_duplicate(&list), Some((1, 3)));
+        let list = instances(&["z", "y", "x", "z"]);
+        assert_eq!(first_duplicate(&list), Some((0, 3)));
+        assert_eq!(first_duplicate(&instances(&["a", "b", "c"])), None);
+        assert_eq!(first_duplicate(&[]), None);
+    }
 
     #[test]
     fn first_difference_names_the_nested_field() {

@@ -32,30 +32,82 @@ pub(crate) fn read_jsonl<T: DeserializeOwned>(
     path: &Path,
     tolerate_truncated_tail: bool,
 ) -> Result<Vec<T>> {
-    let file = File::open(path).map_err(io_error(path))?;
     let mut rows = Vec::new();
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .map_err(io_error(path))?;
-    let last = lines.len();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+    scan_jsonl(path, tolerate_truncated_tail, |row| {
+        rows.push(row);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Where the complete lines of a JSONL file end, as found by [`scan_jsonl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JsonlEnd {
+    /// Bytes up to the end of the last complete row (its newline included when it has one).
+    pub complete_len: u64,
+    /// The last complete row has no newline after it.
+    pub missing_newline: bool,
+    /// A truncated last line was skipped.
+    pub truncated_tail: bool,
+}
+
+/// Reads a JSONL file one line at a time, handing each row to `each`, so that memory does not
+/// grow with the file. Blank lines are skipped; a truncated last line (a write cut by a kill) is
+/// skipped when `tolerate_truncated_tail` is true; any other bad line is an error naming its line
+/// number.
+pub(crate) fn scan_jsonl<T: DeserializeOwned>(
+    path: &Path,
+    tolerate_truncated_tail: bool,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<JsonlEnd> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut end = JsonlEnd {
+        complete_len: 0,
+        missing_newline: false,
+        truncated_tail: false,
+    };
+    let mut offset = 0u64;
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(io_error(path))?;
+        if read == 0 {
+            return Ok(end);
+        }
+        number += 1;
+        offset += read as u64;
+        let has_newline = line.last() == Some(&b'\n');
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            if has_newline {
+                end.complete_len = offset;
+            }
             continue;
         }
-        match serde_json::from_str::<T>(line) {
-            Ok(row) => rows.push(row),
-            Err(e) if tolerate_truncated_tail && i + 1 == last && e.is_eof() => break,
+        match serde_json::from_slice::<T>(text) {
+            Ok(row) => {
+                each(row)?;
+                end.complete_len = offset;
+                end.missing_newline = !has_newline;
+            }
+            // Only the last line can be cut short, and a cut line has no newline after it.
+            Err(e) if tolerate_truncated_tail && !has_newline && e.is_eof() => {
+                end.truncated_tail = true;
+                return Ok(end);
+            }
             Err(e) => {
                 return Err(Error::Json {
                     path: path.to_path_buf(),
-                    line: Some(i + 1),
+                    line: Some(number),
                     message: e.to_string(),
                 });
             }
         }
     }
-    Ok(rows)
 }
 
 /// The trace part files of a run directory, in order (`.tmp` files of an interrupted write are

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result, io_error};
-use crate::manifest::write_atomically;
 use crate::parquet::write_traces_parquet;
-use crate::reader::{read_failures, read_predictions, trace_parts};
+use crate::reader::{JsonlEnd, scan_jsonl, trace_parts};
 use crate::{
     FAILURES_FILE, FailedInstance, InstanceRow, PREDICTIONS_FILE, RunManifest, TRACES_DIR, TraceRow,
 };
@@ -94,6 +93,9 @@ fn row_bytes(row: &TraceRow) -> usize {
 /// `predictions.jsonl` and synced. A kill therefore loses at most the buffered instances, and
 /// `predictions.jsonl` never names an instance whose traces are not on disk. Failed instances go
 /// to `failures.jsonl` at once ([`record_failure`](Self::record_failure)).
+///
+/// The writer keeps no per-instance state for what it writes (only the ids found on disk when it
+/// resumed a run, and the ids of failed instances), so its memory stays flat over a long run.
 #[derive(Debug)]
 pub struct RunWriter {
     dir: PathBuf,
@@ -103,7 +105,10 @@ pub struct RunWriter {
     pending_traces: Vec<TraceRow>,
     pending_bytes: usize,
     pending_since: Option<Instant>,
-    done: HashSet<String>,
+    /// Instances in `predictions.jsonl` when the writer opened the run.
+    recorded: HashSet<String>,
+    /// Instances pushed since that were not recorded before.
+    pushed: usize,
     failed: HashSet<String>,
 }
 
@@ -129,7 +134,7 @@ impl RunWriter {
         dir: &Path,
         limits: PartLimits,
         next_part: usize,
-        done: HashSet<String>,
+        recorded: HashSet<String>,
         failed: HashSet<String>,
     ) -> Self {
         Self {
@@ -140,7 +145,8 @@ impl RunWriter {
             pending_traces: Vec::new(),
             pending_bytes: 0,
             pending_since: None,
-            done,
+            recorded,
+            pushed: 0,
             failed,
         }
     }
@@ -152,12 +158,22 @@ impl RunWriter {
     pub fn resume(dir: &Path, limits: PartLimits) -> Result<Self> {
         limits.validate()?;
         let predictions = dir.join(PREDICTIONS_FILE);
-        let rows = read_predictions(&predictions, true)?;
-        rewrite_jsonl(&predictions, &rows)?;
+        let mut recorded = HashSet::new();
+        let end = scan_jsonl(&predictions, true, |row: InstanceRow| {
+            recorded.insert(row.instance_id);
+            Ok(())
+        })?;
+        repair_tail(&predictions, end)?;
         let failures_path = dir.join(FAILURES_FILE);
-        let failures = read_failures(&failures_path, true)?;
+        let mut failed = HashSet::new();
         if failures_path.exists() {
-            rewrite_jsonl(&failures_path, &failures)?;
+            let end = scan_jsonl(&failures_path, true, |failure: FailedInstance| {
+                if !recorded.contains(&failure.instance_id) {
+                    failed.insert(failure.instance_id);
+                }
+                Ok(())
+            })?;
+            repair_tail(&failures_path, end)?;
         }
         fs::create_dir_all(dir.join(TRACES_DIR)).map_err(io_error(dir))?;
         let next_part = trace_parts(dir)?
@@ -171,23 +187,20 @@ impl RunWriter {
             })
             .max()
             .map_or(0, |n| n + 1);
-        let done: HashSet<String> = rows.into_iter().map(|r| r.instance_id).collect();
-        let failed = failures
-            .into_iter()
-            .map(|f| f.instance_id)
-            .filter(|id| !done.contains(id))
-            .collect();
-        Ok(Self::new(dir, limits, next_part, done, failed))
+        Ok(Self::new(dir, limits, next_part, recorded, failed))
     }
 
-    /// True when the instance is already written (or buffered).
+    /// True when the instance was in the run directory when this writer opened it (see
+    /// [`resume`](Self::resume)). Instances pushed since are not tracked by id, so that memory
+    /// stays flat over a long run: push each instance once.
     pub fn is_done(&self, instance_id: &str) -> bool {
-        self.done.contains(instance_id)
+        self.recorded.contains(instance_id)
     }
 
-    /// Instances written or buffered.
+    /// Instances written or buffered: those found on disk when the run was opened and those
+    /// pushed since.
     pub fn n_done(&self) -> usize {
-        self.done.len()
+        self.recorded.len() + self.pushed
     }
 
     /// Instances recorded as failed (by this writer or an earlier run) and not done since.
@@ -210,7 +223,9 @@ impl RunWriter {
             });
         }
         self.failed.remove(&instance.instance_id);
-        self.done.insert(instance.instance_id.clone());
+        if !self.recorded.contains(&instance.instance_id) {
+            self.pushed += 1;
+        }
         self.pending_bytes += traces.iter().map(row_bytes).sum::<usize>();
         self.pending_since.get_or_insert_with(Instant::now);
         self.pending_instances.push(instance);
@@ -292,17 +307,23 @@ fn append_jsonl<T: Serialize>(path: &Path, file: File, rows: &[T]) -> Result<()>
     file.sync_all().map_err(io_error(path))
 }
 
-/// Rewrites a JSONL file with `rows` (without the truncated tail a kill may have left), so that
-/// appends start on a fresh line.
-fn rewrite_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
-    let mut text = String::new();
-    for row in rows {
-        text.push_str(&serde_json::to_string(row).map_err(|e| Error::Json {
-            path: path.to_path_buf(),
-            line: None,
-            message: e.to_string(),
-        })?);
-        text.push('\n');
+/// Cuts the truncated tail a kill may have left off a JSONL file and ends its last row with a
+/// newline, so that appends start on a fresh line. Complete rows are never rewritten.
+fn repair_tail(path: &Path, end: JsonlEnd) -> Result<()> {
+    if !end.truncated_tail && !end.missing_newline {
+        return Ok(());
     }
-    write_atomically(path, text.as_bytes())
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.set_len(end.complete_len).map_err(io_error(path))?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    if end.missing_newline {
+        file.write_all(b"\n").map_err(io_error(path))?;
+    }
+    file.sync_all().map_err(io_error(path))
 }

@@ -125,6 +125,36 @@ fn predictions_tolerate_only_a_truncated_last_line() {
 }
 
 #[test]
+fn resume_cuts_a_truncated_tail_and_keeps_complete_rows_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_run(dir.path(), 3, PolicyConfig::fixed(2), 10);
+    let path = dir.path().join(PREDICTIONS_FILE);
+    let full = fs::read_to_string(&path).unwrap();
+    let third_starts = full.trim_end().rfind('\n').unwrap() + 1;
+    // A kill in the middle of the third row: resume cuts it off and counts two done.
+    fs::write(&path, &full[..full.len() - 40]).unwrap();
+    let writer = RunWriter::resume(dir.path(), PartLimits::default()).unwrap();
+    assert_eq!(writer.n_done(), 2);
+    assert!(writer.is_done("inst-001") && !writer.is_done("inst-002"));
+    drop(writer);
+    assert_eq!(fs::read_to_string(&path).unwrap(), full[..third_starts]);
+    // A kill just before the last newline: the row is complete and kept, the newline added, so
+    // the next row starts on its own line.
+    fs::write(&path, full.trim_end()).unwrap();
+    let mut writer = RunWriter::resume(dir.path(), PartLimits::default()).unwrap();
+    assert_eq!(writer.n_done(), 3);
+    let config = common::config(PolicyConfig::fixed(2));
+    let (instance, traces) = common::rows(&config, 3, "one more prompt", Some(false), "x", false);
+    writer.push(instance, traces).unwrap();
+    assert_eq!(writer.n_done(), 4);
+    writer.finish().unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(&full), "complete rows were rewritten");
+    assert_eq!(read_predictions(&path, false).unwrap().len(), 4);
+    assert_eq!(read_run(dir.path()).unwrap().instances.len(), 4);
+}
+
+#[test]
 fn writer_flushes_parts_and_a_kill_loses_only_buffered_instances() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(PolicyConfig::fixed(2));
