@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -313,16 +313,13 @@ fn repair_tail(path: &Path, end: JsonlEnd) -> Result<()> {
     if !end.truncated_tail && !end.missing_newline {
         return Ok(());
     }
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_error(path))?;
     file.set_len(end.complete_len).map_err(io_error(path))?;
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_error(path))?;
     if end.missing_newline {
+        file.seek(SeekFrom::End(0)).map_err(io_error(path))?;
         file.write_all(b"\n").map_err(io_error(path))?;
     }
     file.sync_all().map_err(io_error(path))
