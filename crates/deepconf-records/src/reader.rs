@@ -33,10 +33,7 @@ pub(crate) fn read_jsonl<T: DeserializeOwned>(
     tolerate_truncated_tail: bool,
 ) -> Result<Vec<T>> {
     let mut rows = Vec::new();
-    scan_jsonl(path, tolerate_truncated_tail, |row| {
-        rows.push(row);
-        Ok(())
-    })?;
+    scan_jsonl(path, tolerate_truncated_tail, |row| rows.push(row))?;
     Ok(rows)
 }
 
@@ -58,7 +55,7 @@ pub(crate) struct JsonlEnd {
 pub(crate) fn scan_jsonl<T: DeserializeOwned>(
     path: &Path,
     tolerate_truncated_tail: bool,
-    mut each: impl FnMut(T) -> Result<()>,
+    mut each: impl FnMut(T),
 ) -> Result<JsonlEnd> {
     let file = File::open(path).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
@@ -90,7 +87,7 @@ pub(crate) fn scan_jsonl<T: DeserializeOwned>(
         }
         match serde_json::from_slice::<T>(text) {
             Ok(row) => {
-                each(row)?;
+                each(row);
                 end.complete_len = offset;
                 end.missing_newline = !has_newline;
             }

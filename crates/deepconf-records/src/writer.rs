@@ -161,7 +161,6 @@ impl RunWriter {
         let mut recorded = HashSet::new();
         let end = scan_jsonl(&predictions, true, |row: InstanceRow| {
             recorded.insert(row.instance_id);
-            Ok(())
         })?;
         repair_tail(&predictions, end)?;
         let failures_path = dir.join(FAILURES_FILE);
@@ -171,7 +170,6 @@ impl RunWriter {
                 if !recorded.contains(&failure.instance_id) {
                     failed.insert(failure.instance_id);
                 }
-                Ok(())
             })?;
             repair_tail(&failures_path, end)?;
         }
