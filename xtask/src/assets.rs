@@ -185,26 +185,91 @@ pub fn fetch_data(name: &str) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// Makes sure llama.cpp's OpenAI-compatible server (llama-cpp-python) is importable: the OpenAI
-/// backend's integration tests start it. Building it from source takes about 12 minutes once; pip
-/// caches the wheel afterwards.
-pub fn ensure_llama_cpp_server() -> Result<()> {
-    let probe = Command::new("python3")
-        .args(["-c", "import llama_cpp, llama_cpp.server, uvicorn"])
-        .status();
-    if matches!(probe, Ok(s) if s.success()) {
-        return Ok(());
+/// Makes sure llama-cpp-python (with its `[server]` extra) is importable and runs on the llama.cpp
+/// libraries built by [`ensure_llama_cpp_tools`] in `bin`, so the machine builds llama.cpp once, with
+/// the SIMD options chosen from its CPU. The package itself is installed from the cached sdist with
+/// `LLAMA_BUILD=OFF` (Python code only, seconds) and `--no-cache-dir`, so pip never reuses a wheel
+/// that it built natively before; its `lib/` directory then gets this build's shared libraries,
+/// replacing whatever an earlier install put there.
+pub fn ensure_llama_cpp_python(bin: &Path) -> Result<()> {
+    let package = match python_package_dir("llama_cpp")? {
+        Some(dir) if python_imports(&["uvicorn", "fastapi", "sse_starlette"]) => dir,
+        _ => {
+            let sdist = llama_cpp_sdist()?;
+            eprintln!(
+                "installing llama-cpp-python[server]=={LLAMA_CPP_PYTHON_VERSION} (Python code only; it loads the llama.cpp built here) ..."
+            );
+            run(Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--no-cache-dir"])
+                .arg(format!(
+                    "llama-cpp-python[server] @ file://{}",
+                    sdist.display()
+                ))
+                .env("CMAKE_ARGS", "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"))
+            .context("installing llama-cpp-python from its sdist")?;
+            python_package_dir("llama_cpp")?
+                .context("llama-cpp-python was installed but python3 cannot find `llama_cpp`")?
+        }
+    };
+    let lib = package.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("create {}", lib.display()))?;
+    let mut copied = 0;
+    for entry in fs::read_dir(bin).with_context(|| format!("read {}", bin.display()))? {
+        let path = entry?.path();
+        let is_shared_library = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("lib") && n.contains(".so"));
+        if !is_shared_library || path.is_symlink() {
+            continue;
+        }
+        let target = lib.join(path.file_name().expect("a file name"));
+        if !target.is_file() || sha256_of(&target)? != sha256_of(&path)? {
+            // Replace, not overwrite in place: a running process may have the old file mapped.
+            let partial = target.with_extension("partial");
+            fs::copy(&path, &partial)
+                .with_context(|| format!("copy {} to {}", path.display(), partial.display()))?;
+            fs::rename(&partial, &target)?;
+            copied += 1;
+        }
     }
-    eprintln!(
-        "installing llama-cpp-python[server]==0.3.36 (builds llama.cpp from source, ~12 min once) ..."
+    if copied > 0 {
+        eprintln!(
+            "llama-cpp-python now loads the llama.cpp libraries of {}",
+            bin.display()
+        );
+    }
+    if !python_imports(&["llama_cpp", "llama_cpp.server", "uvicorn"]) {
+        bail!(
+            "llama-cpp-python is installed in {} but `import llama_cpp, llama_cpp.server` fails; \
+             `python3 -c 'import llama_cpp.server'` shows why",
+            package.display()
+        );
+    }
+    Ok(())
+}
+
+/// The directory of an installed Python package, found without importing it (importing
+/// `llama_cpp` loads its shared libraries, which may be missing or built for another CPU).
+fn python_package_dir(package: &str) -> Result<Option<PathBuf>> {
+    let script = format!(
+        "import importlib.util as u\ns = u.find_spec('{package}')\nprint(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')"
     );
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "llama-cpp-python[server]==0.3.36",
-    ]))
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .context("running python3")?;
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    Ok((output.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir)))
+}
+
+fn python_imports(modules: &[&str]) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The llama-cpp-python release whose vendored llama.cpp is the project's reference (the same
@@ -229,6 +294,37 @@ fn llama_cpp_dir() -> PathBuf {
         .join(LLAMA_CPP_PYTHON_VERSION)
 }
 
+/// The llama-cpp-python sdist (`<cache>/llama.cpp/0.3.36/llama_cpp_python-0.3.36.tar.gz`),
+/// downloaded with pip and checksummed if it is not there yet.
+fn llama_cpp_sdist() -> Result<PathBuf> {
+    let dir = llama_cpp_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let archive = dir.join(format!(
+        "llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    ));
+    if archive.is_file() && sha256_of(&archive)? == LLAMA_CPP_SDIST_SHA256 {
+        return Ok(archive);
+    }
+    let spec = format!("llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}");
+    eprintln!("downloading the {spec} source archive with pip ...");
+    // `--no-binary llama-cpp-python` (not `:all:`) fetches this package's sdist while pip may
+    // still use wheels for the build tools it runs to read the sdist's metadata.
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--quiet"])
+        .args(["--no-binary", "llama-cpp-python", "--dest"])
+        .arg(&dir)
+        .arg(&spec))
+    .with_context(|| format!("`python3 -m pip download {spec}` failed"))?;
+    let actual = sha256_of(&archive)?;
+    if actual != LLAMA_CPP_SDIST_SHA256 {
+        bail!(
+            "checksum mismatch for {}: expected sha256 {LLAMA_CPP_SDIST_SHA256}, got {actual}",
+            archive.display()
+        );
+    }
+    Ok(archive)
+}
+
 /// The extracted llama-cpp-python sdist (`<cache>/llama.cpp/0.3.36/llama_cpp_python-0.3.36`),
 /// downloaded with pip and checksummed if it is not there yet. Its `vendor/llama.cpp` holds
 /// llama.cpp's sources, tokenizer test vocabularies and `gguf-py`.
@@ -239,27 +335,7 @@ pub fn llama_cpp_sources() -> Result<PathBuf> {
     if sources.join("vendor/llama.cpp/CMakeLists.txt").is_file() {
         return Ok(sources);
     }
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let archive = dir.join(format!("{name}.tar.gz"));
-    if !archive.is_file() || sha256_of(&archive)? != LLAMA_CPP_SDIST_SHA256 {
-        let spec = format!("llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}");
-        eprintln!("downloading the {spec} source archive with pip ...");
-        // `--no-binary llama-cpp-python` (not `:all:`) fetches this package's sdist while pip may
-        // still use wheels for the build tools it runs to read the sdist's metadata.
-        run(Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet"])
-            .args(["--no-binary", "llama-cpp-python", "--dest"])
-            .arg(&dir)
-            .arg(&spec))
-        .with_context(|| format!("`python3 -m pip download {spec}` failed"))?;
-        let actual = sha256_of(&archive)?;
-        if actual != LLAMA_CPP_SDIST_SHA256 {
-            bail!(
-                "checksum mismatch for {}: expected sha256 {LLAMA_CPP_SDIST_SHA256}, got {actual}",
-                archive.display()
-            );
-        }
-    }
+    let archive = llama_cpp_sdist()?;
     // Extract beside the final place and rename, so a half-extracted tree is never used.
     let partial = dir.join(format!("{name}.partial"));
     let _ = fs::remove_dir_all(&partial);
@@ -304,43 +380,160 @@ fn cmake() -> Result<PathBuf> {
     from_package().context("cmake was installed with pip but its binary does not run")
 }
 
-/// Builds llama.cpp's `llama-server` and `llama-quantize` from the llama-cpp-python 0.3.36 sdist
-/// (the llama.cpp that llama-cpp-python 0.3.36 embeds), once, and returns their directory
-/// `<cache>/llama.cpp/0.3.36/build/bin`; the shared libraries they need are next to them.
-/// Does nothing when both binaries exist. The first build takes about 6 minutes on 2 cores;
-/// cmake comes from the package registry if it is not installed.
+/// x86 instruction-set options of ggml's CPU backend and the `/proc/cpuinfo` flags each one needs
+/// (`GGML_AVX512` compiles with `-mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw`).
+const GGML_X86_OPTIONS: [(&str, &[&str]); 11] = [
+    ("GGML_SSE42", &["sse4_2"]),
+    ("GGML_AVX", &["avx"]),
+    ("GGML_AVX2", &["avx2"]),
+    ("GGML_BMI2", &["bmi2"]),
+    ("GGML_FMA", &["fma"]),
+    ("GGML_F16C", &["f16c"]),
+    ("GGML_AVX_VNNI", &["avx_vnni"]),
+    (
+        "GGML_AVX512",
+        &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+    ),
+    ("GGML_AVX512_VBMI", &["avx512f", "avx512vbmi"]),
+    ("GGML_AVX512_VNNI", &["avx512f", "avx512_vnni"]),
+    ("GGML_AVX512_BF16", &["avx512f", "avx512_bf16"]),
+];
+
+/// The CMake options that choose llama.cpp's SIMD code for this CPU without `GGML_NATIVE`.
+///
+/// `-march=native` (GGML_NATIVE) lets the compiler emit AMX tile instructions on Intel Xeons that
+/// have them; those builds crash loading quantized models (seen: `llama-server` and
+/// llama-cpp-python segfault on the default Q4_1 GGUF). So every instruction set is named
+/// explicitly from the CPU's flags, and AMX is always off.
+fn llama_cpp_cpu_options() -> Vec<String> {
+    let mut options = vec!["-DGGML_NATIVE=OFF".to_string()];
+    if cfg!(target_arch = "x86_64") {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("flags"))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, flags)| flags.split_whitespace().collect())
+            .unwrap_or_default();
+        for (option, needs) in GGML_X86_OPTIONS {
+            let on = needs.iter().all(|flag| flags.contains(flag));
+            options.push(format!("-D{option}={}", if on { "ON" } else { "OFF" }));
+        }
+        for option in ["GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"] {
+            options.push(format!("-D{option}=OFF"));
+        }
+    }
+    options
+}
+
+/// Where the CMake options of the cached build are written, so a build made with other options
+/// (an older xtask's `GGML_NATIVE=ON`, another CPU's flags) is recognised and rebuilt.
+const BUILD_OPTIONS_FILE: &str = "deepconf-cmake-options.txt";
+
+/// AMX instruction mnemonics as objdump prints them.
+const AMX_MNEMONICS: [&str; 8] = [
+    "ldtilecfg",
+    "sttilecfg",
+    "tileloadd",
+    "tilestored",
+    "tilezero",
+    "tilerelease",
+    // tdpbssd, tdpbf16ps, tdpfp16ps, ...
+    "tdp",
+    "tcmm",
+];
+
+/// Fails when a shared library of the build contains AMX instructions (objdump from binutils,
+/// which comes with the C compiler the build needed).
+fn check_no_amx(bin: &Path) -> Result<()> {
+    for entry in fs::read_dir(bin)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !(name.starts_with("libggml") && name.ends_with(".so")) {
+            continue;
+        }
+        let output = Command::new("objdump")
+            .arg("-d")
+            .arg(&path)
+            .output()
+            .context("running objdump -d (binutils) to check the llama.cpp build for AMX")?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let amx = listing
+            .lines()
+            .filter(|line| {
+                line.split('\t')
+                    .nth(2)
+                    .is_some_and(|ins| AMX_MNEMONICS.iter().any(|m| ins.starts_with(m)))
+            })
+            .count();
+        if amx > 0 {
+            bail!(
+                "{} contains {amx} AMX instructions although the build turned AMX off",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds llama.cpp's `llama-server` and `llama-quantize` (and the shared libraries they use,
+/// which llama-cpp-python then loads: see [`ensure_llama_cpp_python`]) from the
+/// llama-cpp-python 0.3.36 sdist, once, and returns their directory
+/// `<cache>/llama.cpp/0.3.36/build/bin`. Does nothing when both binaries exist and were built
+/// with the options this CPU gets; a build made with other options is removed and rebuilt. The
+/// first build takes about 6 minutes on 2 cores; cmake comes from the package registry if it is
+/// not installed. The libraries are checked for AMX instructions.
 pub fn ensure_llama_cpp_tools() -> Result<PathBuf> {
     let build = llama_cpp_dir().join("build");
     let bin = build.join("bin");
-    if LLAMA_CPP_TOOLS.iter().all(|tool| bin.join(tool).is_file()) {
+    let mut options: Vec<String> = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_BUILD_TOOLS=ON",
+        // The server's web UI would otherwise be fetched from a model hub at build time.
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+    ]
+    .map(String::from)
+    .to_vec();
+    options.extend(llama_cpp_cpu_options());
+    let stamp = options.join("\n") + "\n";
+    let is_current = || {
+        LLAMA_CPP_TOOLS.iter().all(|tool| bin.join(tool).is_file())
+            && fs::read_to_string(build.join(BUILD_OPTIONS_FILE)).is_ok_and(|s| s == stamp)
+    };
+    if is_current() {
         return Ok(bin);
     }
     let sources = llama_cpp_sources()?.join("vendor").join("llama.cpp");
-    fs::create_dir_all(&build)?;
+    fs::create_dir_all(llama_cpp_dir())?;
     // One build at a time: another process may be building into the same directory.
     let lock = fs::File::create(llama_cpp_dir().join("build.lock"))?;
     lock.lock().context("waiting for another llama.cpp build")?;
-    if LLAMA_CPP_TOOLS.iter().all(|tool| bin.join(tool).is_file()) {
+    if is_current() {
         return Ok(bin);
     }
+    if build.exists() {
+        eprintln!(
+            "the cached llama.cpp build in {} was made with other options: rebuilding it",
+            build.display()
+        );
+        fs::remove_dir_all(&build).with_context(|| format!("remove {}", build.display()))?;
+    }
+    fs::create_dir_all(&build)?;
     let cmake = cmake()?;
-    eprintln!("building llama.cpp's {LLAMA_CPP_TOOLS:?} (about 6 minutes on 2 cores, once) ...");
+    eprintln!(
+        "building llama.cpp's {LLAMA_CPP_TOOLS:?} (about 6 minutes on 2 cores, once) with {} ...",
+        options.join(" ")
+    );
     run(Command::new(&cmake)
         .arg("-S")
         .arg(&sources)
         .arg("-B")
         .arg(&build)
-        .args([
-            "-DCMAKE_BUILD_TYPE=Release",
-            "-DGGML_NATIVE=ON",
-            "-DLLAMA_CURL=OFF",
-            "-DLLAMA_BUILD_TESTS=OFF",
-            "-DLLAMA_BUILD_EXAMPLES=OFF",
-            "-DLLAMA_BUILD_SERVER=ON",
-            "-DLLAMA_BUILD_TOOLS=ON",
-            // The server's web UI would otherwise be fetched from a model hub at build time.
-            "-DLLAMA_USE_PREBUILT_UI=OFF",
-        ]))
+        .args(&options))
     .context("configuring llama.cpp with cmake")?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     run(Command::new(&cmake)
@@ -359,6 +552,8 @@ pub fn ensure_llama_cpp_tools() -> Result<PathBuf> {
             );
         }
     }
+    check_no_amx(&bin)?;
+    fs::write(build.join(BUILD_OPTIONS_FILE), &stamp)?;
     Ok(bin)
 }
 

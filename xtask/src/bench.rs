@@ -71,6 +71,8 @@ pub(crate) fn number(args: &[String], name: &str, default: usize) -> Result<usiz
 
 /// Runs the benchmark; see the module docs for the options.
 pub fn run(args: &[String]) -> Result<()> {
+    // The peer: llama-cpp-python on the llama.cpp built here with this CPU's SIMD options.
+    crate::assets::ensure_llama_cpp_python(&crate::assets::ensure_llama_cpp_tools()?)?;
     if args.iter().any(|a| a == "--k-quants") {
         return run_k_quants(args);
     }

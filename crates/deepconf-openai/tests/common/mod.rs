@@ -19,8 +19,9 @@ pub const MODEL_ALIAS: &str = "smollm2";
 /// How long the server may take to load the model and answer.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
 
-const INSTALL_HINT: &str = "install it with `python3 -m pip install 'llama-cpp-python[server]==0.3.36'` \
-    (or run `cargo xtask test`, which installs it); set DEEPCONF_PYTHON to use another interpreter";
+const INSTALL_HINT: &str = "run `cargo xtask llama-cpp` (or `cargo xtask test`), which builds llama.cpp \
+    for this CPU and installs llama-cpp-python[server] 0.3.36 on that build; set DEEPCONF_PYTHON to use \
+    another interpreter";
 
 /// A running llama-cpp-python OpenAI-compatible server on a loopback port.
 pub struct LlamaServer {
