@@ -220,11 +220,20 @@ pub fn ensure_llama_cpp_python(bin: &Path) -> Result<()> {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("lib") && n.contains(".so"));
-        if !is_shared_library || path.is_symlink() {
+        if !is_shared_library {
             continue;
         }
         let target = lib.join(path.file_name().expect("a file name"));
-        if !target.is_file() || sha256_of(&target)? != sha256_of(&path)? {
+        if path.is_symlink() {
+            // `libllama.so -> libllama.so.0 -> libllama.so.0.5.0`: the same chain, relative.
+            let link = fs::read_link(&path)?;
+            if fs::read_link(&target).ok().as_ref() != Some(&link) {
+                let _ = fs::remove_file(&target);
+                std::os::unix::fs::symlink(&link, &target)
+                    .with_context(|| format!("link {} to {}", target.display(), link.display()))?;
+                copied += 1;
+            }
+        } else if !target.is_file() || sha256_of(&target)? != sha256_of(&path)? {
             // Replace, not overwrite in place: a running process may have the old file mapped.
             let partial = target.with_extension("partial");
             fs::copy(&path, &partial)
@@ -406,22 +415,28 @@ const GGML_X86_OPTIONS: [(&str, &[&str]); 11] = [
 /// llama-cpp-python segfault on the default Q4_1 GGUF). So every instruction set is named
 /// explicitly from the CPU's flags, and AMX is always off.
 fn llama_cpp_cpu_options() -> Vec<String> {
-    let mut options = vec!["-DGGML_NATIVE=OFF".to_string()];
     if cfg!(target_arch = "x86_64") {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let flags: Vec<&str> = cpuinfo
-            .lines()
-            .find(|line| line.starts_with("flags"))
-            .and_then(|line| line.split_once(':'))
-            .map(|(_, flags)| flags.split_whitespace().collect())
-            .unwrap_or_default();
-        for (option, needs) in GGML_X86_OPTIONS {
-            let on = needs.iter().all(|flag| flags.contains(flag));
-            options.push(format!("-D{option}={}", if on { "ON" } else { "OFF" }));
-        }
-        for option in ["GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"] {
-            options.push(format!("-D{option}=OFF"));
-        }
+        x86_options(&fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+    } else {
+        vec!["-DGGML_NATIVE=OFF".to_string()]
+    }
+}
+
+/// [`llama_cpp_cpu_options`] for an x86-64 CPU described by `/proc/cpuinfo`'s text.
+fn x86_options(cpuinfo: &str) -> Vec<String> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, flags)| flags.split_whitespace().collect())
+        .unwrap_or_default();
+    let mut options = vec!["-DGGML_NATIVE=OFF".to_string()];
+    for (option, needs) in GGML_X86_OPTIONS {
+        let on = needs.iter().all(|flag| flags.contains(flag));
+        options.push(format!("-D{option}={}", if on { "ON" } else { "OFF" }));
+    }
+    for option in ["GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"] {
+        options.push(format!("-D{option}=OFF"));
     }
     options
 }
@@ -580,4 +595,78 @@ pub fn ensure_q4_k_m_model() -> Result<PathBuf> {
     .context("llama-quantize to Q4_K_M")?;
     fs::rename(&partial, &target)?;
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags line of a 2-core Intel Xeon with AMX and AVX512-FP16 (Sapphire Rapids), trimmed.
+    const XEON_AMX_FLAGS: &str = "flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 \
+        avx512f avx512dq avx512cd avx512bw avx512vl avx512vbmi avx512_vnni avx512_bf16 avx_vnni \
+        avx512_fp16 amx_bf16 amx_tile amx_int8\n";
+
+    #[test]
+    fn an_amx_xeon_gets_its_avx512_options_and_no_amx() {
+        let options = x86_options(XEON_AMX_FLAGS);
+        for on in [
+            "-DGGML_AVX512=ON",
+            "-DGGML_AVX512_VNNI=ON",
+            "-DGGML_AVX512_BF16=ON",
+            "-DGGML_AVX_VNNI=ON",
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_AMX_TILE=OFF",
+            "-DGGML_AMX_INT8=OFF",
+            "-DGGML_AMX_BF16=OFF",
+        ] {
+            assert!(
+                options.iter().any(|o| o == on),
+                "{on} missing from {options:?}"
+            );
+        }
+        assert!(
+            !options
+                .iter()
+                .any(|o| o.contains("AMX") && o.ends_with("=ON"))
+        );
+    }
+
+    #[test]
+    fn a_cpu_without_avx512_gets_it_off() {
+        let options = x86_options("flags\t\t: fpu sse4_2 avx avx2 fma f16c bmi2\n");
+        assert!(options.contains(&"-DGGML_AVX2=ON".to_string()));
+        assert!(options.contains(&"-DGGML_AVX512=OFF".to_string()));
+        assert!(options.contains(&"-DGGML_AVX512_VBMI=OFF".to_string()));
+    }
+
+    /// The check finds AMX in a library gcc builds with `-mamx-tile`, and passes one without.
+    #[test]
+    fn amx_instructions_in_a_ggml_library_fail_the_check() {
+        let dir = std::env::temp_dir().join(format!("deepconf-amx-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("tile.c");
+        fs::write(
+            &source,
+            "#include <immintrin.h>\nvoid load(const void* p) { _tile_loadd(0, p, 64); _tile_release(); }\n",
+        )
+        .unwrap();
+        let build = |flags: &[&str], name: &str| {
+            let status = Command::new("cc")
+                .args(["-O2", "-shared", "-fPIC"])
+                .args(flags)
+                .arg("-o")
+                .arg(dir.join(name))
+                .arg(&source)
+                .status()
+                .expect("cc runs");
+            assert!(status.success(), "cc {flags:?} failed");
+        };
+        build(&["-mamx-tile"], "libggml-cpu.so");
+        let error = check_no_amx(&dir).expect_err("AMX found").to_string();
+        assert!(error.contains("2 AMX instructions"), "{error}");
+        fs::write(&source, "int add(int a, int b) { return a + b; }\n").unwrap();
+        build(&[], "libggml-cpu.so");
+        check_no_amx(&dir).expect("no AMX");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
