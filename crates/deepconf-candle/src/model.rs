@@ -369,17 +369,15 @@ impl LogprobModel for CandleModel {
         observer: &mut dyn TokenObserver,
     ) -> deepconf_core::Result<Trace> {
         let mut traces = self.generate_batch(request, &[trace], observer)?;
-        traces
-            .pop()
-            .ok_or_else(|| {
-                deepconf_core::Error::contract(
-                    self.model_id(),
-                    deepconf_core::Violation::WrongTraceCount {
-                        returned: 0,
-                        requested: 1,
-                    },
-                )
-            })
+        traces.pop().ok_or_else(|| {
+            deepconf_core::Error::contract(
+                self.model_id(),
+                deepconf_core::Violation::WrongTraceCount {
+                    returned: 0,
+                    requested: 1,
+                },
+            )
+        })
     }
 
     fn generate_batch(

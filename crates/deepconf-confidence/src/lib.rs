@@ -605,11 +605,17 @@ mod tests {
         };
         named(group_confidences(&c, 0).map(drop), "window");
         named(lowest_group_confidence(&c, 0).map(drop), "window");
-        named(bottom_percent_group_confidence(&c, 0, 10.0).map(drop), "window");
+        named(
+            bottom_percent_group_confidence(&c, 0, 10.0).map(drop),
+            "window",
+        );
         named(tail_confidence(&c, 0).map(drop), "tail");
         for percent in [0.0, -5.0, 100.5, f64::NAN, f64::INFINITY] {
             named(bottom_group_count(10, percent).map(drop), "percent");
-            named(bottom_percent_group_confidence(&c, 2, percent).map(drop), "percent");
+            named(
+                bottom_percent_group_confidence(&c, 2, percent).map(drop),
+                "percent",
+            );
             let config = ConfidenceConfig::new().with_bottom_percent(percent);
             named(summarize(&c, &config).map(drop), "bottom_percent");
         }
@@ -644,7 +650,10 @@ mod tests {
         let c = [2.0, 4.0, 9.0];
         assert_eq!(group_confidences(&c, 2048), Ok(vec![5.0]));
         assert_eq!(lowest_group_confidence(&c, 2048), Ok(Some(5.0)));
-        assert_eq!(bottom_percent_group_confidence(&c, 2048, 10.0), Ok(Some(5.0)));
+        assert_eq!(
+            bottom_percent_group_confidence(&c, 2048, 10.0),
+            Ok(Some(5.0))
+        );
         // Tail longer than the trace is the trace mean.
         assert_eq!(tail_confidence(&c, 2048), Ok(Some(5.0)));
         let mut s = StreamingConfidence::new(ConfidenceConfig::deepconf()).unwrap();

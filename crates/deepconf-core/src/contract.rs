@@ -180,7 +180,11 @@ impl fmt::Display for Violation {
                  log-probability {sampled} is above the least likely candidate's {last}"
             ),
             Self::TokenAfterEnd { reason } => {
-                write!(f, "a token arrived after the trace ended ({})", reason.as_str())
+                write!(
+                    f,
+                    "a token arrived after the trace ended ({})",
+                    reason.as_str()
+                )
             }
             Self::ObserverMismatch { shown, returned } => write!(
                 f,
@@ -339,7 +343,10 @@ mod tests {
     #[test]
     fn rounding_passes_and_real_violations_do_not() {
         // Float rounding of a probability-1 token, and of a listed value far below -1.
-        assert_eq!(check_step(&step(1e-7, &[1e-7, -20.0], None, &[]), 2), Ok(()));
+        assert_eq!(
+            check_step(&step(1e-7, &[1e-7, -20.0], None, &[]), 2),
+            Ok(())
+        );
         assert_eq!(
             check_step(&step(-30.000_5, &[-0.1, -30.0], Some(4), &[1, 4]), 2),
             Ok(())
@@ -380,6 +387,9 @@ mod tests {
         assert_eq!(s.top_logprobs, vec![-0.5, -1.0, -3.0]);
         assert_eq!(s.top_token_ids, vec![7, 2, 1]);
         assert_eq!(s.top_tokens, vec!["b", "c", "a"]);
-        assert_eq!(before.to_bits(), token_confidence(&s.top_logprobs, 2).to_bits());
+        assert_eq!(
+            before.to_bits(),
+            token_confidence(&s.top_logprobs, 2).to_bits()
+        );
     }
 }

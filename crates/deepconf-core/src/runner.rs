@@ -225,7 +225,8 @@ impl TokenObserver for BatchWatcher<'_, '_> {
         if self.violation.is_some() {
             return TokenControl::Stop;
         }
-        let (top_k, min_candidates, stop_below) = (self.top_k, self.min_candidates, self.stop_below);
+        let (top_k, min_candidates, stop_below) =
+            (self.top_k, self.min_candidates, self.stop_below);
         let Some(stream) = self.stream(trace) else {
             self.violation = Some(Error::contract_at(
                 trace.index,
@@ -608,4 +609,3 @@ impl Runner {
         Ok((trace, confidences, summary, termination))
     }
 }
-
