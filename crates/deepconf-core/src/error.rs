@@ -89,7 +89,7 @@ impl Error {
     }
 
     /// Names the backend of a contract violation that does not name one yet.
-    pub(crate) fn from_backend(mut self, name: &str) -> Self {
+    pub(crate) fn with_backend_name(mut self, name: &str) -> Self {
         if let Self::Contract { backend, .. } = &mut self
             && backend.is_empty()
         {

@@ -485,8 +485,8 @@ impl Runner {
                 }
                 // The observer's finding comes first: the backend's own error, if any, is
                 // likely its consequence (a stopped trace).
-                (Ok(_), Some(violation)) => return Err(violation.from_backend(&backend)),
-                (Ok(traces), None) => traces.map_err(|e| e.from_backend(&backend))?,
+                (Ok(_), Some(violation)) => return Err(violation.with_backend_name(&backend)),
+                (Ok(traces), None) => traces.map_err(|e| e.with_backend_name(&backend))?,
             };
             if traces.len() != specs.len() {
                 return Err(Error::contract(
@@ -500,7 +500,7 @@ impl Runner {
             for (trace, stream) in traces.into_iter().zip(streams) {
                 let (trace, token_confidences, confidence, termination) = self
                     .check_trace(trace, stream, stop_below, min_candidates)
-                    .map_err(|e| e.from_backend(&backend))?;
+                    .map_err(|e| e.with_backend_name(&backend))?;
                 let Extracted { answer, detail } = answers.extract(&request, &trace)?;
                 let record = TraceRecord {
                     trace,
