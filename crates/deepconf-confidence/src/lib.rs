@@ -190,7 +190,8 @@ pub struct ConfidenceConfig {
 }
 
 impl Default for ConfidenceConfig {
-    /// The safety defaults: k = 20, window = [`SAFETY_WINDOW`], tail = [`SAFETY_TAIL`], p = 10%.
+    /// The safety defaults: k = 20, window = 32 ([`SAFETY_WINDOW`]), tail = 32
+    /// ([`SAFETY_TAIL`]), bottom p = 10%.
     fn default() -> Self {
         Self {
             top_k: DEEPCONF_TOP_K,

@@ -274,6 +274,14 @@ impl TokenObserver for BatchWatcher<'_, '_> {
     }
 }
 
+/// A returned trace that passed the contract, with what the runner measured of it.
+struct CheckedTrace {
+    trace: Trace,
+    token_confidences: Vec<f64>,
+    confidence: Option<ConfidenceSummary>,
+    termination: Option<Termination>,
+}
+
 /// The text of a panic's payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -498,7 +506,12 @@ impl Runner {
                 ));
             }
             for (trace, stream) in traces.into_iter().zip(streams) {
-                let (trace, token_confidences, confidence, termination) = self
+                let CheckedTrace {
+                    trace,
+                    token_confidences,
+                    confidence,
+                    termination,
+                } = self
                     .check_trace(trace, stream, stop_below, min_candidates)
                     .map_err(|e| e.with_backend_name(&backend))?;
                 let Extracted { answer, detail } = answers.extract(&request, &trace)?;
@@ -547,19 +560,13 @@ impl Runner {
     /// checked and its candidates sorted, the token confidences are recomputed from the trace
     /// (and must match what the observer saw), and a trace whose group confidence fell below
     /// `stop_below` is cut, live or late.
-    #[allow(clippy::type_complexity)]
     fn check_trace(
         &self,
         mut trace: Trace,
         stream: TraceStream,
         stop_below: Option<f64>,
         min_candidates: usize,
-    ) -> Result<(
-        Trace,
-        Vec<f64>,
-        Option<ConfidenceSummary>,
-        Option<Termination>,
-    )> {
+    ) -> Result<CheckedTrace> {
         let index = stream.spec.index;
         if trace.spec != stream.spec {
             return Err(Error::contract_at(
@@ -604,8 +611,13 @@ impl Runner {
         if termination.is_some() {
             trace.stop_reason = StopReason::Terminated;
         }
-        let summary = summarize(&confidences, config)?;
-        check_summary(summary.as_ref(), index)?;
-        Ok((trace, confidences, summary, termination))
+        let confidence = summarize(&confidences, config)?;
+        check_summary(confidence.as_ref(), index)?;
+        Ok(CheckedTrace {
+            trace,
+            token_confidences: confidences,
+            confidence,
+            termination,
+        })
     }
 }
