@@ -56,7 +56,10 @@ fn online_generates_fewer_tokens_than_fixed_32_and_records_every_stop() {
         }
     }
     // What the example's comments say the run does.
-    assert_eq!((fixed.tokens_generated, online.tokens_generated), (2748, 1218));
+    assert_eq!(
+        (fixed.tokens_generated, online.tokens_generated),
+        (2748, 1218)
+    );
     assert_eq!(fixed.answer(), Some(&"refusal".to_string()));
     assert_eq!(online.answer(), Some(&"refusal".to_string()));
     let threshold = online.decision.threshold.unwrap();
