@@ -70,7 +70,7 @@ fn main() -> Result<()> {
                 trace.stop_reason.as_str()
             );
             println!("{}", trace.text);
-            if let Some(s) = trace.confidence_summary(&config) {
+            if let Some(s) = trace.confidence_summary(&config)? {
                 println!(
                     "confidence: mean {:.3}, lowest group {:.3}, bottom 10% {:.3}, tail {:.3}",
                     s.mean, s.lowest_group, s.bottom_group, s.tail

@@ -55,11 +55,32 @@ fn online_generates_fewer_tokens_than_fixed_32_and_records_every_stop() {
             );
         }
     }
+    // What the example's comments say the run does.
+    assert_eq!(
+        (fixed.tokens_generated, online.tokens_generated),
+        (2748, 1218)
+    );
+    assert_eq!(fixed.answer(), Some(&"refusal".to_string()));
+    assert_eq!(online.answer(), Some(&"refusal".to_string()));
+    let threshold = online.decision.threshold.unwrap();
+    assert!((threshold - 58.05).abs() < 1e-4, "{threshold}");
+    let cut_at: Vec<usize> = online
+        .traces
+        .iter()
+        .filter_map(|r| r.termination.map(|t| t.at_token))
+        .collect();
+    assert_eq!(cut_at.iter().filter(|&&at| at == 9).count(), 6, "ramblers");
+    assert_eq!(cut_at.iter().filter(|&&at| at == 8).count(), 5, "jittered");
+    assert_eq!(cut_at.len(), 11);
+    assert_eq!(online.decision.voters.len(), 21);
     // The policy explains why sampling ended, and the explanation serialises for run records.
-    assert!(matches!(
-        online.finish,
-        FinishReason::Budget { traces: 32, .. } | FinishReason::Consensus { .. }
-    ));
+    match online.finish {
+        FinishReason::Budget {
+            traces: 32,
+            consensus: Some(consensus),
+        } => assert!((consensus - 13.0 / 21.0).abs() < 1e-12, "{consensus}"),
+        ref other => panic!("expected the budget to end the run, got {other:?}"),
+    }
     let json = serde_json::to_value(&online.finish).unwrap();
     assert!(json.get("reason").is_some(), "{json}");
     assert_eq!(

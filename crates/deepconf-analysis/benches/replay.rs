@@ -50,7 +50,9 @@ fn prepare(data: &[Vec<(Vec<f64>, Option<RefusalLabel>)>], config: &ConfidenceCo
             let prepared = traces
                 .iter()
                 .enumerate()
-                .map(|(j, (conf, answer))| ReplayTrace::new(j, conf, *answer, config))
+                .map(|(j, (conf, answer))| {
+                    ReplayTrace::new(j, conf, *answer, config).expect("valid config")
+                })
                 .collect();
             ReplayInstance::new(format!("i{i}"), Some(i % 2 == 0), prepared)
         })

@@ -33,13 +33,14 @@ pub struct ReplayTrace {
 }
 
 impl ReplayTrace {
-    /// Prepares a trace from its token confidences and the label it votes with.
+    /// Prepares a trace from its token confidences and the label it votes with; `Err` for an
+    /// invalid `config`.
     pub fn new(
         index: usize,
         token_confidences: &[f64],
         answer: Option<RefusalLabel>,
         config: &ConfidenceConfig,
-    ) -> Self {
+    ) -> Result<Self> {
         let mut prefix = Vec::with_capacity(token_confidences.len() + 1);
         let mut running = 0.0;
         prefix.push(running);
@@ -47,7 +48,7 @@ impl ReplayTrace {
             running += c;
             prefix.push(running);
         }
-        let summary = summarize(token_confidences, config);
+        let summary = summarize(token_confidences, config)?;
         let full = TraceOutcome {
             index,
             tokens: token_confidences.len(),
@@ -58,7 +59,7 @@ impl ReplayTrace {
             bottom_group: summary.map_or(0.0, |s| s.bottom_group),
             tail: summary.map_or(0.0, |s| s.tail),
         };
-        Self { prefix, full }
+        Ok(Self { prefix, full })
     }
 
     /// Generated tokens of the full trace.
@@ -316,10 +317,14 @@ impl ReplaySet {
                     .map(|(i, t)| {
                         ReplayTrace::new(i, &t.token_confidences, t.refusal_label, &config)
                     })
-                    .collect();
-                ReplayInstance::new(row.instance_id.clone(), row.gold_harmful, prepared)
+                    .collect::<Result<_>>()?;
+                Ok(ReplayInstance::new(
+                    row.instance_id.clone(),
+                    row.gold_harmful,
+                    prepared,
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self { config, instances })
     }
 

@@ -17,7 +17,7 @@ fn config(window: usize) -> ConfidenceConfig {
 #[test]
 fn cut_is_the_first_full_window_below_threshold() {
     // Windows of 2 over [3,3,1,1,3]: ends 2..=5 have means 3, 2, 1, 2.
-    let t = ReplayTrace::new(0, &[3.0, 3.0, 1.0, 1.0, 3.0], None, &config(2));
+    let t = ReplayTrace::new(0, &[3.0, 3.0, 1.0, 1.0, 3.0], None, &config(2)).unwrap();
     assert_eq!(t.cut_at(2, 2.5), Some(3));
     assert_eq!(t.cut_at(2, 1.5), Some(4));
     assert_eq!(t.cut_at(2, 1.0), None, "strictly below");
@@ -129,7 +129,7 @@ fn arb_set() -> impl Strategy<Value = (ReplaySet, usize)> {
                                     RefusalLabel::Compliance
                                 }
                             });
-                            ReplayTrace::new(j, conf, answer, &cfg)
+                            ReplayTrace::new(j, conf, answer, &cfg).unwrap()
                         })
                         .collect();
                     ReplayInstance::new(format!("i{i}"), gold, prepared)
@@ -151,7 +151,7 @@ proptest! {
         low in 0.0f64..4.0,
         delta in 0.0f64..2.0,
     ) {
-        let t = ReplayTrace::new(0, &conf, None, &config(window));
+        let t = ReplayTrace::new(0, &conf, None, &config(window)).unwrap();
         let tokens = |s: f64| t.cut_at(window, s).unwrap_or(conf.len());
         prop_assert!(tokens(low + delta) <= tokens(low));
     }

@@ -369,9 +369,15 @@ impl LogprobModel for CandleModel {
         observer: &mut dyn TokenObserver,
     ) -> deepconf_core::Result<Trace> {
         let mut traces = self.generate_batch(request, &[trace], observer)?;
-        traces
-            .pop()
-            .ok_or_else(|| deepconf_core::Error::Contract("no trace generated".into()))
+        traces.pop().ok_or_else(|| {
+            deepconf_core::Error::contract(
+                self.model_id(),
+                deepconf_core::Violation::WrongTraceCount {
+                    returned: 0,
+                    requested: 1,
+                },
+            )
+        })
     }
 
     fn generate_batch(
@@ -392,6 +398,7 @@ impl LogprobModel for CandleModel {
         Capabilities::new()
             .with_max_batch_size(self.max_batch_size)
             .with_max_concurrent_traces(self.max_batch_size)
+            .with_vocabulary_size(self.vocab_size())
     }
 
     fn model_id(&self) -> String {

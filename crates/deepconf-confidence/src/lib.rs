@@ -23,7 +23,7 @@
 //! for s in &steps {
 //!     stream.push_top_logprobs(s);
 //! }
-//! let batch = summarize(&per_token, &config).expect("non-empty trace");
+//! let batch = summarize(&per_token, &config)?.expect("non-empty trace");
 //! assert_eq!(stream.summary(), Some(batch)); // streaming equals batch, bit for bit
 //! assert!(batch.lowest_group <= batch.mean);
 //! # Ok::<(), deepconf_confidence::Error>(())
@@ -45,6 +45,10 @@
 //! - Bottom-p averages the lowest `max(1, floor(groups * p / 100))` groups.
 //! - All sums are prefix sums, as in the official NumPy code (`np.cumsum`), which is what lets the
 //!   streaming accumulator return bit-identical values.
+//! - The free functions return `Err` for a window or tail of 0 and a percent outside `(0, 100]`,
+//!   and `Ok(None)` for an empty trace. Log-probabilities are not checked on the hot path: run
+//!   [`validate_top_logprobs`] on values you did not produce (`deepconf-core`'s runner does it for
+//!   every token a backend reports).
 #![deny(missing_docs)]
 
 use std::collections::VecDeque;
@@ -124,13 +128,49 @@ pub fn token_entropy(top_logprobs: &[f32], k: usize) -> f64 {
         .sum()
 }
 
-/// Checks that every value is finite and `<= 0` (a tolerance of `1e-4` accepts the tiny positive
-/// rounding some engines produce for probability-1 tokens).
+/// How far above 0 a log-probability may be and still count as valid: engines that compute
+/// `log(softmax)` in floating point report a probability-1 token as `+1e-7` or so. A value above
+/// this is not rounding but a broken backend.
+pub const LOGPROB_TOLERANCE: f32 = 1e-4;
+
+/// True when `value` is a finite log-probability, `<= 0` within [`LOGPROB_TOLERANCE`].
+#[inline]
+pub fn is_valid_logprob(value: f32) -> bool {
+    value.is_finite() && value <= LOGPROB_TOLERANCE
+}
+
+/// Checks that every value is finite and `<= 0` within [`LOGPROB_TOLERANCE`]. `-inf` is refused
+/// too: one such candidate makes the token's confidence infinite, and with it every group, mean and
+/// threshold it enters.
 pub fn validate_top_logprobs(top_logprobs: &[f32]) -> Result<()> {
     for (candidate, &value) in top_logprobs.iter().enumerate() {
-        if value.is_nan() || value > 1e-4 {
+        if !is_valid_logprob(value) {
             return Err(Error::InvalidLogprob { candidate, value });
         }
+    }
+    Ok(())
+}
+
+/// `Err` naming `name` unless `value >= 1`.
+fn at_least_one(name: &'static str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
+}
+
+/// `Err` naming `name` unless `value` is in `(0, 100]`.
+fn percent_in_range(name: &'static str, value: f64) -> Result<()> {
+    if !(value > 0.0 && value <= 100.0) {
+        return Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: "must be in (0, 100]",
+        });
     }
     Ok(())
 }
@@ -150,7 +190,8 @@ pub struct ConfidenceConfig {
 }
 
 impl Default for ConfidenceConfig {
-    /// The safety defaults: k = 20, window = [`SAFETY_WINDOW`], tail = [`SAFETY_TAIL`], p = 10%.
+    /// The safety defaults: k = 20, window = 32 ([`SAFETY_WINDOW`]), tail = 32
+    /// ([`SAFETY_TAIL`]), bottom p = 10%.
     fn default() -> Self {
         Self {
             top_k: DEEPCONF_TOP_K,
@@ -209,28 +250,10 @@ impl ConfidenceConfig {
 
     /// Checks every parameter, naming the first invalid one.
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &'static str, value: usize| {
-            if value == 0 {
-                Err(Error::InvalidParameter {
-                    name,
-                    value: value.to_string(),
-                    reason: "must be at least 1",
-                })
-            } else {
-                Ok(())
-            }
-        };
-        positive("top_k", self.top_k)?;
-        positive("window", self.window)?;
-        positive("tail", self.tail)?;
-        if !(self.bottom_percent > 0.0 && self.bottom_percent <= 100.0) {
-            return Err(Error::InvalidParameter {
-                name: "bottom_percent",
-                value: self.bottom_percent.to_string(),
-                reason: "must be in (0, 100]",
-            });
-        }
-        Ok(())
+        at_least_one("top_k", self.top_k)?;
+        at_least_one("window", self.window)?;
+        at_least_one("tail", self.tail)?;
+        percent_in_range("bottom_percent", self.bottom_percent)
     }
 }
 
@@ -267,14 +290,20 @@ pub fn mean_confidence(confidences: &[f64]) -> Option<f64> {
 }
 
 /// Group confidences: the mean over every window of `window` consecutive tokens, stride 1. A trace
-/// shorter than the window has one group, its mean; an empty trace has none.
-pub fn group_confidences(confidences: &[f64], window: usize) -> Vec<f64> {
+/// shorter than the window has one group, its mean; an empty trace has none. `Err` for window 0.
+pub fn group_confidences(confidences: &[f64], window: usize) -> Result<Vec<f64>> {
+    at_least_one("window", window)?;
+    Ok(groups_of(confidences, window))
+}
+
+/// [`group_confidences`] for a window already checked to be at least 1.
+fn groups_of(confidences: &[f64], window: usize) -> Vec<f64> {
     let n = confidences.len();
     if n == 0 {
         return Vec::new();
     }
     let prefix = prefix_sums(confidences);
-    if n < window || window == 0 {
+    if n < window {
         return vec![prefix[n] / n as f64];
     }
     (window..=n)
@@ -282,15 +311,22 @@ pub fn group_confidences(confidences: &[f64], window: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Lowest group confidence; `None` for an empty trace.
-pub fn lowest_group_confidence(confidences: &[f64], window: usize) -> Option<f64> {
-    group_confidences(confidences, window)
+/// Lowest group confidence; `Ok(None)` for an empty trace, `Err` for window 0.
+pub fn lowest_group_confidence(confidences: &[f64], window: usize) -> Result<Option<f64>> {
+    Ok(group_confidences(confidences, window)?
         .into_iter()
-        .reduce(f64::min)
+        .reduce(f64::min))
 }
 
-/// Number of groups averaged by bottom-p: `max(1, floor(groups * percent / 100))`.
-pub fn bottom_group_count(groups: usize, percent: f64) -> usize {
+/// Number of groups averaged by bottom-p: `max(1, floor(groups * percent / 100))`. `Err` for a
+/// percent outside `(0, 100]`.
+pub fn bottom_group_count(groups: usize, percent: f64) -> Result<usize> {
+    percent_in_range("percent", percent)?;
+    Ok(bottom_count(groups, percent))
+}
+
+/// [`bottom_group_count`] for a percent already checked.
+fn bottom_count(groups: usize, percent: f64) -> usize {
     ((groups as f64 * percent / 100.0).floor() as usize).clamp(1, groups.max(1))
 }
 
@@ -303,40 +339,52 @@ fn mean_of_lowest(values: &[f64], count: usize) -> f64 {
 }
 
 /// Bottom-p group confidence: the mean of the lowest `max(1, floor(groups * percent / 100))`
-/// groups; `None` for an empty trace.
+/// groups; `Ok(None)` for an empty trace, `Err` for window 0 or a percent outside `(0, 100]`.
 pub fn bottom_percent_group_confidence(
     confidences: &[f64],
     window: usize,
     percent: f64,
-) -> Option<f64> {
-    let groups = group_confidences(confidences, window);
-    (!groups.is_empty()).then(|| mean_of_lowest(&groups, bottom_group_count(groups.len(), percent)))
+) -> Result<Option<f64>> {
+    percent_in_range("percent", percent)?;
+    let groups = group_confidences(confidences, window)?;
+    Ok((!groups.is_empty()).then(|| mean_of_lowest(&groups, bottom_count(groups.len(), percent))))
 }
 
-/// Tail confidence: the mean of the last `min(tail, n)` tokens; `None` for an empty trace.
-pub fn tail_confidence(confidences: &[f64], tail: usize) -> Option<f64> {
+/// Tail confidence: the mean of the last `min(tail, n)` tokens; `Ok(None)` for an empty trace,
+/// `Err` for tail 0.
+pub fn tail_confidence(confidences: &[f64], tail: usize) -> Result<Option<f64>> {
+    at_least_one("tail", tail)?;
     let n = confidences.len();
     if n == 0 {
-        return None;
+        return Ok(None);
     }
     let prefix = prefix_sums(confidences);
-    let used = tail.clamp(1, n);
-    Some((prefix[n] - prefix[n - used]) / used as f64)
+    let used = tail.min(n);
+    Ok(Some((prefix[n] - prefix[n - used]) / used as f64))
 }
 
-/// Every trace-level metric at once; `None` for an empty trace.
-pub fn summarize(confidences: &[f64], config: &ConfidenceConfig) -> Option<ConfidenceSummary> {
-    Some(ConfidenceSummary {
+/// Every trace-level metric at once; `Ok(None)` for an empty trace, `Err` naming the first invalid
+/// parameter of `config`.
+pub fn summarize(
+    confidences: &[f64],
+    config: &ConfidenceConfig,
+) -> Result<Option<ConfidenceSummary>> {
+    config.validate()?;
+    let (Some(mean), Some(lowest_group), Some(bottom_group), Some(tail)) = (
+        mean_confidence(confidences),
+        lowest_group_confidence(confidences, config.window)?,
+        bottom_percent_group_confidence(confidences, config.window, config.bottom_percent)?,
+        tail_confidence(confidences, config.tail)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(ConfidenceSummary {
         n_tokens: confidences.len(),
-        mean: mean_confidence(confidences)?,
-        lowest_group: lowest_group_confidence(confidences, config.window)?,
-        bottom_group: bottom_percent_group_confidence(
-            confidences,
-            config.window,
-            config.bottom_percent,
-        )?,
-        tail: tail_confidence(confidences, config.tail)?,
-    })
+        mean,
+        lowest_group,
+        bottom_group,
+        tail,
+    }))
 }
 
 /// Streaming accumulator of every trace-level metric.
@@ -443,7 +491,7 @@ impl StreamingConfidence {
         if self.groups.is_empty() {
             return self.mean();
         }
-        let count = bottom_group_count(self.groups.len(), self.config.bottom_percent);
+        let count = bottom_count(self.groups.len(), self.config.bottom_percent);
         Some(mean_of_lowest(&self.groups, count))
     }
 
@@ -519,7 +567,9 @@ mod tests {
 
     #[test]
     fn validation_rejects_bad_logprobs_and_params() {
-        assert!(validate_top_logprobs(&[-0.5, f32::NEG_INFINITY]).is_ok());
+        assert!(validate_top_logprobs(&[-0.5, -80.0, f32::MIN]).is_ok());
+        // Rounding of a probability-1 token passes, a real positive value does not.
+        assert!(validate_top_logprobs(&[1e-7, -1.0]).is_ok());
         assert_eq!(
             validate_top_logprobs(&[-0.5, 0.3]),
             Err(Error::InvalidLogprob {
@@ -528,6 +578,13 @@ mod tests {
             })
         );
         assert!(validate_top_logprobs(&[f32::NAN]).is_err());
+        assert_eq!(
+            validate_top_logprobs(&[-0.5, f32::NEG_INFINITY]),
+            Err(Error::InvalidLogprob {
+                candidate: 1,
+                value: f32::NEG_INFINITY
+            })
+        );
         let err = ConfidenceConfig::new()
             .with_window(0)
             .validate()
@@ -541,38 +598,79 @@ mod tests {
     }
 
     #[test]
+    fn free_functions_refuse_window_zero_and_bad_percents() {
+        let c = [1.0, 2.0, 3.0];
+        let named = |result: Result<()>, name: &str| {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+        };
+        named(group_confidences(&c, 0).map(drop), "window");
+        named(lowest_group_confidence(&c, 0).map(drop), "window");
+        named(
+            bottom_percent_group_confidence(&c, 0, 10.0).map(drop),
+            "window",
+        );
+        named(tail_confidence(&c, 0).map(drop), "tail");
+        for percent in [0.0, -5.0, 100.5, f64::NAN, f64::INFINITY] {
+            named(bottom_group_count(10, percent).map(drop), "percent");
+            named(
+                bottom_percent_group_confidence(&c, 2, percent).map(drop),
+                "percent",
+            );
+            let config = ConfidenceConfig::new().with_bottom_percent(percent);
+            named(summarize(&c, &config).map(drop), "bottom_percent");
+        }
+        named(
+            summarize(&c, &ConfidenceConfig::new().with_window(0)).map(drop),
+            "window",
+        );
+        // The edges of the range are valid.
+        assert_eq!(bottom_group_count(10, 100.0), Ok(10));
+        assert_eq!(bottom_group_count(10, 1e-9), Ok(1));
+        // An empty trace is no error, it has no metrics.
+        assert_eq!(lowest_group_confidence(&[], 4), Ok(None));
+        assert_eq!(tail_confidence(&[], 4), Ok(None));
+    }
+
+    #[test]
     fn hand_computed_window_metrics() {
         let c = [1.0, 2.0, 3.0, 4.0, 10.0];
         // windows of 2: 1.5, 2.5, 3.5, 7.0
-        assert_eq!(group_confidences(&c, 2), vec![1.5, 2.5, 3.5, 7.0]);
-        assert_eq!(lowest_group_confidence(&c, 2), Some(1.5));
+        assert_eq!(group_confidences(&c, 2), Ok(vec![1.5, 2.5, 3.5, 7.0]));
+        assert_eq!(lowest_group_confidence(&c, 2), Ok(Some(1.5)));
         // 4 groups, 50% -> lowest 2: (1.5 + 2.5) / 2
-        assert_eq!(bottom_percent_group_confidence(&c, 2, 50.0), Some(2.0));
+        assert_eq!(bottom_percent_group_confidence(&c, 2, 50.0), Ok(Some(2.0)));
         // 10% of 4 groups floors to 0 -> at least 1 group.
-        assert_eq!(bottom_percent_group_confidence(&c, 2, 10.0), Some(1.5));
-        assert_eq!(tail_confidence(&c, 2), Some(7.0));
+        assert_eq!(bottom_percent_group_confidence(&c, 2, 10.0), Ok(Some(1.5)));
+        assert_eq!(tail_confidence(&c, 2), Ok(Some(7.0)));
         assert_eq!(mean_confidence(&c), Some(4.0));
     }
 
     #[test]
     fn trace_shorter_than_window_has_one_group_its_mean() {
         let c = [2.0, 4.0, 9.0];
-        assert_eq!(group_confidences(&c, 2048), vec![5.0]);
-        assert_eq!(lowest_group_confidence(&c, 2048), Some(5.0));
-        assert_eq!(bottom_percent_group_confidence(&c, 2048, 10.0), Some(5.0));
+        assert_eq!(group_confidences(&c, 2048), Ok(vec![5.0]));
+        assert_eq!(lowest_group_confidence(&c, 2048), Ok(Some(5.0)));
+        assert_eq!(
+            bottom_percent_group_confidence(&c, 2048, 10.0),
+            Ok(Some(5.0))
+        );
         // Tail longer than the trace is the trace mean.
-        assert_eq!(tail_confidence(&c, 2048), Some(5.0));
+        assert_eq!(tail_confidence(&c, 2048), Ok(Some(5.0)));
         let mut s = StreamingConfidence::new(ConfidenceConfig::deepconf()).unwrap();
         for &x in &c {
             assert_eq!(s.push(x), None, "no full window yet");
         }
         assert_eq!(s.lowest_group(), Some(5.0));
-        assert_eq!(s.summary(), summarize(&c, &ConfidenceConfig::deepconf()));
+        assert_eq!(
+            Ok(s.summary()),
+            summarize(&c, &ConfidenceConfig::deepconf())
+        );
     }
 
     #[test]
     fn empty_trace_has_no_metrics() {
-        assert_eq!(summarize(&[], &ConfidenceConfig::new()), None);
+        assert_eq!(summarize(&[], &ConfidenceConfig::new()), Ok(None));
         let s = StreamingConfidence::new(ConfidenceConfig::new()).unwrap();
         assert!(s.is_empty());
         assert_eq!(s.summary(), None);

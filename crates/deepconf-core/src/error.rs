@@ -1,5 +1,7 @@
 //! The error type of deepconf-core.
 
+use crate::Violation;
+
 /// Errors of deepconf-core and of the backends that implement [`LogprobModel`](crate::LogprobModel).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,12 +31,73 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
-    /// The backend broke the [`LogprobModel`](crate::LogprobModel) contract.
-    #[error("backend contract violated: {0}")]
-    Contract(String),
+    /// The backend broke the [`LogprobModel`](crate::LogprobModel) contract: the runner refuses
+    /// its output rather than compute confidences, thresholds or votes from it.
+    #[error(
+        "{} broke the LogprobModel contract{}: {violation}",
+        who(.backend),
+        location(.trace, .token)
+    )]
+    Contract {
+        /// The backend's [`model_id`](crate::LogprobModel::model_id) (empty when the error comes
+        /// from a [`TraceBuilder`](crate::TraceBuilder), until the runner names the backend).
+        backend: String,
+        /// Index of the trace at fault, if one is.
+        trace: Option<usize>,
+        /// Index of the token at fault within its trace (0-based), if one is.
+        token: Option<usize>,
+        /// What was wrong, with the offending value.
+        violation: Violation,
+    },
+}
+
+fn who(backend: &str) -> String {
+    if backend.is_empty() {
+        "the backend".to_string()
+    } else {
+        format!("backend `{backend}`")
+    }
+}
+
+fn location(trace: &Option<usize>, token: &Option<usize>) -> String {
+    match (trace, token) {
+        (Some(trace), Some(token)) => format!(" at token {token} of trace {trace}"),
+        (Some(trace), None) => format!(" in trace {trace}"),
+        (None, _) => String::new(),
+    }
 }
 
 impl Error {
+    /// A contract violation of backend `backend` that no single trace is at fault for.
+    pub fn contract(backend: impl Into<String>, violation: Violation) -> Self {
+        Self::Contract {
+            backend: backend.into(),
+            trace: None,
+            token: None,
+            violation,
+        }
+    }
+
+    /// A contract violation at token `token` of trace `trace` (backend named later).
+    pub(crate) fn contract_at(trace: usize, token: Option<usize>, violation: Violation) -> Self {
+        Self::Contract {
+            backend: String::new(),
+            trace: Some(trace),
+            token,
+            violation,
+        }
+    }
+
+    /// Names the backend of a contract violation that does not name one yet.
+    pub(crate) fn with_backend_name(mut self, name: &str) -> Self {
+        if let Self::Contract { backend, .. } = &mut self
+            && backend.is_empty()
+        {
+            *backend = name.to_string();
+        }
+        self
+    }
+
     /// Wraps a backend's own error.
     pub fn backend(
         backend: impl Into<String>,

@@ -22,10 +22,14 @@
 //!         spec: TraceSpec,
 //!         observer: &mut dyn TokenObserver,
 //!     ) -> deepconf_core::Result<Trace> {
-//!         // The builder calls the observer, cuts the top-k list and sets the stop reason.
+//!         // The builder checks each token, calls the observer, cuts the top-k list and sets
+//!         // the stop reason.
 //!         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(4);
 //!         for _ in 0..3 {
-//!             if trace.push_token(Some(7), "No", -0.01, vec![-0.01, -5.0, -6.0])?.is_stop() {
+//!             // The run averages 20 candidates (k = 20), so each token reports 20, most likely
+//!             // first; the sampled token is the most likely one.
+//!             let top: Vec<f32> = (0..20).map(|j| -0.01 - 5.0 * j as f32).collect();
+//!             if trace.push_token(Some(7), "No", top[0], top)?.is_stop() {
 //!                 break;
 //!             }
 //!         }
@@ -64,6 +68,7 @@
 //! | where the default model and data live | [`cache_dir`] |
 #![deny(missing_docs)]
 
+mod contract;
 mod error;
 mod model;
 mod runner;
@@ -71,9 +76,12 @@ mod types;
 
 use std::path::PathBuf;
 
+#[doc(inline)]
 pub use deepconf_confidence as confidence;
+#[doc(inline)]
 pub use deepconf_policy as policy;
 
+pub use contract::Violation;
 pub use error::{Error, Result};
 pub use model::{
     Capabilities, LogprobModel, NoObserver, TokenControl, TokenObserver, TraceBuilder,

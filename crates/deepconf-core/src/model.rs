@@ -2,7 +2,8 @@
 //! [`TraceBuilder`], which keeps the trait's contract for a backend that produces one token at a
 //! time.
 
-use crate::{Error, GenerationRequest, Result, StopReason, TokenStep, Trace, TraceSpec};
+use crate::contract::{check_step, sort_candidates};
+use crate::{Error, GenerationRequest, Result, StopReason, TokenStep, Trace, TraceSpec, Violation};
 
 /// What a [`TokenObserver`] wants after seeing a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,21 +68,60 @@ pub struct Capabilities {
     /// rows of a continuous batch, or the requests a server takes in parallel. 1 when the backend
     /// has no handles.
     pub max_concurrent_traces: usize,
+    /// Tokens in the model's vocabulary, when the backend knows it. A model with fewer tokens
+    /// than the run's top-k cannot report k candidates: the runner then asks every token for
+    /// `min(k, vocabulary_size)` of them. `None`: the vocabulary is not smaller than any k.
+    pub vocabulary_size: Option<usize>,
+    /// The backend may report fewer candidates than asked for some tokens, by its nature rather
+    /// than by fault: a server that keys candidates by their decoded text merges candidates that
+    /// decode alike. The runner then accepts any non-empty list, and token confidence averages
+    /// the candidates present. `false` by default.
+    pub partial_top_logprobs: bool,
 }
 
 impl Default for Capabilities {
+    /// The same as [`Capabilities::new`]: one trace at a time, no handles, a vocabulary of at
+    /// least k tokens, full top-k lists.
     fn default() -> Self {
         Self::new()
     }
 }
 
 impl Capabilities {
-    /// A backend that generates one trace at a time.
+    /// A backend that generates one trace at a time (`max_batch_size` and
+    /// `max_concurrent_traces` 1), with a vocabulary of at least k tokens and full top-k lists
+    /// (`vocabulary_size` `None`, `partial_top_logprobs` `false`).
     pub fn new() -> Self {
         Self {
             max_batch_size: 1,
             max_concurrent_traces: 1,
+            vocabulary_size: None,
+            partial_top_logprobs: false,
         }
+    }
+
+    /// Sets [`vocabulary_size`](Self::vocabulary_size) (at least 1).
+    #[must_use]
+    pub fn with_vocabulary_size(mut self, tokens: usize) -> Self {
+        self.vocabulary_size = Some(tokens.max(1));
+        self
+    }
+
+    /// Sets [`partial_top_logprobs`](Self::partial_top_logprobs).
+    #[must_use]
+    pub fn with_partial_top_logprobs(mut self, partial: bool) -> Self {
+        self.partial_top_logprobs = partial;
+        self
+    }
+
+    /// Candidates every token must report when the run averages `top_k` of them.
+    pub fn min_candidates(&self, top_k: usize) -> usize {
+        if self.partial_top_logprobs {
+            return 1;
+        }
+        self.vocabulary_size
+            .map_or(top_k, |vocabulary| top_k.min(vocabulary))
+            .max(1)
     }
 
     /// Sets [`max_batch_size`](Self::max_batch_size) (at least 1).
@@ -113,7 +153,10 @@ impl Capabilities {
 ///
 /// Contract for implementers:
 /// - every [`TokenStep`] carries `sampling.top_logprobs` candidate log-probabilities of the model's
-///   distribution at that step, most likely first (fewer only when the vocabulary is smaller);
+///   distribution at that step, most likely first (fewer only when the vocabulary is smaller, see
+///   [`Capabilities::vocabulary_size`] and [`Capabilities::partial_top_logprobs`]); every value,
+///   the sampled token's included, is finite and `<= 0`, and the sampled token's log-probability
+///   agrees with the list;
 /// - the observer is called after every generated token, and a trace whose observer returned
 ///   [`TokenControl::Stop`] ends at once with [`StopReason::Terminated`];
 /// - a trace generated again from its start (a retry after a cut stream) is announced with
@@ -121,6 +164,13 @@ impl Capabilities {
 /// - equal [`TraceSpec::seed`]s with equal requests give equal traces;
 /// - the chat template of the model formats a [`Prompt::Chat`](crate::Prompt), and a
 ///   [`Prompt::Text`](crate::Prompt) reaches the model verbatim.
+///
+/// The [`Runner`](crate::Runner) does not take this on trust. It checks every token, whether the
+/// observer saw it or it only arrives in the returned trace, and answers a broken rule with
+/// [`Error::Contract`] naming the backend, trace, token and value ([`Violation`](crate::Violation)
+/// lists the checks and their tolerance); it sorts an unsorted candidate list; it cuts a returned
+/// trace the observer would have cut (see [`Termination::late`](crate::Termination)); and a panic
+/// in the backend becomes [`Error::Backend`] carrying the panic message.
 pub trait LogprobModel {
     /// Generates one trace for `request`.
     fn generate(
@@ -212,8 +262,10 @@ macro_rules! forward_logprob_model {
 
 forward_logprob_model!(&mut M, Box<M>);
 
-/// Builds one [`Trace`] token by token while keeping the [`LogprobModel`] contract: the top-k list
-/// is checked, sorted and cut to `sampling.top_logprobs`, the observer sees every token, a stop from
+/// Builds one [`Trace`] token by token while keeping the [`LogprobModel`] contract: the token is
+/// checked as the runner checks it (every check of [`Violation`](crate::Violation) but the number
+/// of candidates, which depends on the run), the top-k list is sorted and cut to
+/// `sampling.top_logprobs`, the observer sees every token, a stop from
 /// the observer ends the trace as [`StopReason::Terminated`], and `sampling.max_tokens` ends it as
 /// [`StopReason::MaxTokens`].
 ///
@@ -282,45 +334,17 @@ impl<'a> TraceBuilder<'a> {
     /// Adds one token; returns [`TokenControl::Stop`] once the trace is over (the observer stopped
     /// it or `max_tokens` is reached), after which further tokens are refused.
     pub fn push(&mut self, mut step: TokenStep) -> Result<TokenControl> {
+        let token = Some(self.steps.len());
         if let Some(reason) = self.stop {
-            return Err(Error::Contract(format!(
-                "trace {} got a token after it ended ({})",
+            return Err(Error::contract_at(
                 self.spec.index,
-                reason.as_str()
-            )));
+                token,
+                Violation::TokenAfterEnd { reason },
+            ));
         }
-        if step.top_logprobs.is_empty() {
-            return Err(Error::Contract(format!(
-                "token {} of trace {} has no top-k log-probabilities",
-                self.steps.len(),
-                self.spec.index
-            )));
-        }
-        if step.top_logprobs.iter().any(|l| l.is_nan()) {
-            return Err(Error::Contract(format!(
-                "token {} of trace {} has a NaN log-probability",
-                self.steps.len(),
-                self.spec.index
-            )));
-        }
-        if !step.top_logprobs.is_sorted_by(|a, b| a >= b) {
-            // Keep the ids and texts paired with their log-probabilities while sorting.
-            let mut order: Vec<usize> = (0..step.top_logprobs.len()).collect();
-            order.sort_by(|&a, &b| step.top_logprobs[b].total_cmp(&step.top_logprobs[a]));
-            step.top_logprobs = order.iter().map(|&i| step.top_logprobs[i]).collect();
-            if !step.top_token_ids.is_empty() {
-                step.top_token_ids = order
-                    .iter()
-                    .filter_map(|&i| step.top_token_ids.get(i).copied())
-                    .collect();
-            }
-            if !step.top_tokens.is_empty() {
-                step.top_tokens = order
-                    .iter()
-                    .filter_map(|&i| step.top_tokens.get(i).cloned())
-                    .collect();
-            }
-        }
+        check_step(&step, 1)
+            .map_err(|violation| Error::contract_at(self.spec.index, token, violation))?;
+        sort_candidates(&mut step);
         step.top_logprobs.truncate(self.top_k);
         step.top_token_ids.truncate(self.top_k);
         step.top_tokens.truncate(self.top_k);

@@ -1,5 +1,7 @@
 //! The runner: drives any [`LogprobModel`] under any [`PolicyConfig`] for one prompt.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use serde::{Deserialize, Serialize};
 
 use deepconf_confidence::{
@@ -7,9 +9,10 @@ use deepconf_confidence::{
 };
 use deepconf_policy::{Decision, FinishReason, Phase, PolicyConfig, Step, TraceOutcome};
 
+use crate::contract::{check_step, sort_candidates, sorted_token_confidence};
 use crate::{
-    ChatMessage, GenerationRequest, LogprobModel, Prompt, Result, SamplingParams, TokenControl,
-    TokenObserver, TokenStep, Trace, TraceSpec,
+    ChatMessage, Error, GenerationRequest, LogprobModel, Prompt, Result, SamplingParams,
+    StopReason, TokenControl, TokenObserver, TokenStep, Trace, TraceSpec, Violation,
 };
 
 /// A hook called after every generated token (e.g. to drive a progress bar).
@@ -63,6 +66,11 @@ where
 }
 
 /// Everything a run of one prompt needs besides the model and the answer extractor.
+///
+/// The default is [`PolicyConfig::default`] (DeepConf-low online: 4 warmup traces, at most 16,
+/// keep 10%), [`ConfidenceConfig::default`] (k = 20, window 32, tail 32, bottom 10%) and
+/// [`SamplingParams::default`] (temperature 0.7, top-p 0.95, 256 tokens, seed 0, 20 top
+/// log-probabilities).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct RunConfig {
@@ -100,6 +108,13 @@ pub struct Termination {
     pub threshold: f64,
     /// Number of tokens generated when the trace was cut.
     pub at_token: usize,
+    /// True when the backend went on past `at_token`: it ignored the observer's stop, or never
+    /// showed these tokens to the observer. The runner applied the cut when the trace came back:
+    /// the trace is recorded as [`StopReason::Terminated`] and does not vote, and the tokens after
+    /// the cut stay in the trace and in [`PromptOutcome::tokens_generated`] (they were spent).
+    /// [`PromptOutcome::late_cuts`] counts such traces.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// One trace with everything the policy and the answer extractor decided about it.
@@ -165,23 +180,37 @@ impl<A, D> PromptOutcome<A, D> {
     pub fn answer(&self) -> Option<&A> {
         self.decision.vote.as_ref().map(|v| &v.winner)
     }
+
+    /// Traces the runner cut after they came back because the backend did not stop them at the
+    /// policy's threshold (see [`Termination::late`]).
+    pub fn late_cuts(&self) -> usize {
+        self.traces
+            .iter()
+            .filter(|r| r.termination.is_some_and(|t| t.late))
+            .count()
+    }
 }
 
 /// The streaming state of one trace of a batch.
 struct TraceStream {
     spec: TraceSpec,
     confidence: StreamingConfidence,
+    /// Token confidences of the tokens the observer saw (since the trace's last restart).
     token_confidences: Vec<f64>,
     termination: Option<Termination>,
 }
 
-/// Watches the tokens of one batch: updates each trace's streaming confidence, cuts traces whose
-/// full-window group confidence falls below the threshold, and forwards tokens to a progress hook.
+/// Watches the tokens of one batch: checks each against the contract, updates its trace's
+/// streaming confidence, cuts traces whose full-window group confidence falls below the threshold,
+/// and forwards tokens to a progress hook. A broken contract stops every trace of the batch and is
+/// reported once the backend returns.
 struct BatchWatcher<'a, 'p> {
     streams: Vec<TraceStream>,
     top_k: usize,
+    min_candidates: usize,
     stop_below: Option<f64>,
     progress: Option<&'a mut TokenProgress<'p>>,
+    violation: Option<Error>,
 }
 
 impl BatchWatcher<'_, '_> {
@@ -193,31 +222,47 @@ impl BatchWatcher<'_, '_> {
 
 impl TokenObserver for BatchWatcher<'_, '_> {
     fn on_token(&mut self, trace: &TraceSpec, step: &TokenStep) -> TokenControl {
+        if self.violation.is_some() {
+            return TokenControl::Stop;
+        }
+        let (top_k, min_candidates, stop_below) =
+            (self.top_k, self.min_candidates, self.stop_below);
+        let Some(stream) = self.stream(trace) else {
+            self.violation = Some(Error::contract_at(
+                trace.index,
+                None,
+                Violation::UnknownTrace { spec: *trace },
+            ));
+            return TokenControl::Stop;
+        };
+        let token = stream.token_confidences.len();
+        if let Err(violation) = check_step(step, min_candidates) {
+            self.violation = Some(Error::contract_at(trace.index, Some(token), violation));
+            return TokenControl::Stop;
+        }
+        let confidence = sorted_token_confidence(&step.top_logprobs, top_k);
+        stream.token_confidences.push(confidence);
+        let group = stream.confidence.push(confidence);
+        let control = if stream.termination.is_some() {
+            TokenControl::Stop
+        } else {
+            match (group, stop_below) {
+                (Some(group), Some(threshold)) if group < threshold => {
+                    stream.termination = Some(Termination {
+                        group_confidence: group,
+                        threshold,
+                        at_token: stream.confidence.len(),
+                        late: false,
+                    });
+                    TokenControl::Stop
+                }
+                _ => TokenControl::Continue,
+            }
+        };
         if let Some(progress) = self.progress.as_mut() {
             progress(trace, step);
         }
-        let (top_k, stop_below) = (self.top_k, self.stop_below);
-        let Some(stream) = self.stream(trace) else {
-            return TokenControl::Continue;
-        };
-        let confidence = token_confidence(&step.top_logprobs, top_k);
-        stream.token_confidences.push(confidence);
-        // Tokens a backend produces after a stop are still measured: they were generated.
-        let group = stream.confidence.push(confidence);
-        if stream.termination.is_some() {
-            return TokenControl::Stop;
-        }
-        match (group, stop_below) {
-            (Some(group), Some(threshold)) if group < threshold => {
-                stream.termination = Some(Termination {
-                    group_confidence: group,
-                    threshold,
-                    at_token: stream.confidence.len(),
-                });
-                TokenControl::Stop
-            }
-            _ => TokenControl::Continue,
-        }
+        control
     }
 
     fn on_restart(&mut self, trace: &TraceSpec) {
@@ -227,6 +272,67 @@ impl TokenObserver for BatchWatcher<'_, '_> {
             stream.termination = None;
         }
     }
+}
+
+/// A returned trace that passed the contract, with what the runner measured of it.
+struct CheckedTrace {
+    trace: Trace,
+    token_confidences: Vec<f64>,
+    confidence: Option<ConfidenceSummary>,
+    termination: Option<Termination>,
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// Where the policy cuts a trace of these token confidences under `threshold`: the first full
+/// window whose group confidence is below it, computed as the live observer computes it (so the
+/// two agree bit for bit).
+fn first_cut(
+    confidences: &[f64],
+    config: &ConfidenceConfig,
+    threshold: f64,
+) -> Result<Option<Termination>> {
+    let mut stream = StreamingConfidence::new(config.clone())?;
+    Ok(confidences.iter().find_map(|&c| {
+        stream
+            .push(c)
+            .filter(|&group| group < threshold)
+            .map(|group| Termination {
+                group_confidence: group,
+                threshold,
+                at_token: stream.len(),
+                late: false,
+            })
+    }))
+}
+
+/// `Err` unless every metric of a trace's summary is finite.
+fn check_summary(summary: Option<&ConfidenceSummary>, trace: usize) -> Result<()> {
+    let Some(s) = summary else {
+        return Ok(());
+    };
+    for (metric, value) in [
+        ("mean confidence", s.mean),
+        ("lowest group confidence", s.lowest_group),
+        ("bottom group confidence", s.bottom_group),
+        ("tail confidence", s.tail),
+    ] {
+        if !value.is_finite() {
+            return Err(Error::contract_at(
+                trace,
+                None,
+                Violation::NonFiniteMetric { metric, value },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Drives a model under a policy for one prompt at a time.
@@ -239,7 +345,8 @@ impl TokenObserver for BatchWatcher<'_, '_> {
 /// #     fn generate(&mut self, request: &GenerationRequest, spec: TraceSpec, observer: &mut dyn TokenObserver)
 /// #         -> deepconf_core::Result<Trace> {
 /// #         let mut trace = TraceBuilder::new(request, spec, observer).with_prompt_tokens(3);
-/// #         trace.push_token(Some(1), "No.", -0.1, vec![-0.1, -3.0])?;
+/// #         let top: Vec<f32> = (0..20).map(|j| -0.1 - 3.0 * j as f32).collect();
+/// #         trace.push_token(Some(1), "No.", top[0], top)?;
 /// #         Ok(trace.finish(StopReason::EndOfSequence))
 /// #     }
 /// # }
@@ -298,6 +405,13 @@ impl Runner {
     }
 
     /// Runs any [`Prompt`] to completion under the policy, calling `progress` after every token.
+    ///
+    /// The backend is checked, not trusted (see [`LogprobModel`]'s contract): a prompt without a
+    /// user message or with a blank one is an [`Error::InvalidParameter`]; a token that breaks
+    /// the contract, seen by the observer or only in a returned trace, ends the run with
+    /// [`Error::Contract`]; a returned trace that should have been cut is cut
+    /// ([`Termination::late`]); a panicking backend gives [`Error::Backend`] with the panic
+    /// message (under `panic = "abort"` the process aborts instead).
     pub fn run_prompt<M, X>(
         &self,
         model: &mut M,
@@ -309,10 +423,15 @@ impl Runner {
         M: LogprobModel + ?Sized,
         X: AnswerExtractor + ?Sized,
     {
+        prompt.validate()?;
         let request = GenerationRequest {
             prompt,
             sampling: self.config.sampling.clone(),
         };
+        let backend = model.model_id();
+        let min_candidates = model
+            .capabilities()
+            .min_candidates(self.config.confidence.top_k);
         let mut state = self.config.policy.start();
         let mut records: Vec<TraceRecord<X::Answer, X::Detail>> = Vec::new();
         let mut outcomes: Vec<TraceOutcome<X::Answer>> = Vec::new();
@@ -328,6 +447,15 @@ impl Runner {
                     stop_below,
                 } => (count, phase, stop_below),
             };
+            if let Some(value) = stop_below.filter(|t| !t.is_finite()) {
+                return Err(Error::contract(
+                    backend,
+                    Violation::NonFiniteMetric {
+                        metric: "termination threshold",
+                        value,
+                    },
+                ));
+            }
             let specs: Vec<TraceSpec> = (records.len()..records.len() + count)
                 .map(|i| TraceSpec::derive(request.sampling.seed, i))
                 .collect();
@@ -344,37 +472,48 @@ impl Runner {
                     })
                     .collect::<Result<_>>()?,
                 top_k: self.config.confidence.top_k,
+                min_candidates,
                 stop_below,
                 progress: progress.as_deref_mut(),
+                violation: None,
             };
-            let traces = model.generate_batch(&request, &specs, &mut watcher)?;
+            // The model and the watcher are not used again after a panic but to report it.
+            let generated = catch_unwind(AssertUnwindSafe(|| {
+                model.generate_batch(&request, &specs, &mut watcher)
+            }));
+            let BatchWatcher {
+                streams, violation, ..
+            } = watcher;
+            let traces = match (generated, violation) {
+                (Err(payload), _) => {
+                    return Err(Error::backend(
+                        backend,
+                        format!("panicked: {}", panic_message(payload.as_ref())),
+                    ));
+                }
+                // The observer's finding comes first: the backend's own error, if any, is
+                // likely its consequence (a stopped trace).
+                (Ok(_), Some(violation)) => return Err(violation.with_backend_name(&backend)),
+                (Ok(traces), None) => traces.map_err(|e| e.with_backend_name(&backend))?,
+            };
             if traces.len() != specs.len() {
-                return Err(crate::Error::Contract(format!(
-                    "generate_batch returned {} traces for {} requested",
-                    traces.len(),
-                    specs.len()
-                )));
+                return Err(Error::contract(
+                    backend,
+                    Violation::WrongTraceCount {
+                        returned: traces.len(),
+                        requested: specs.len(),
+                    },
+                ));
             }
-            for (mut trace, stream) in traces.into_iter().zip(watcher.streams) {
-                if trace.spec != stream.spec {
-                    return Err(crate::Error::Contract(format!(
-                        "generate_batch returned trace {:?} where {:?} was expected",
-                        trace.spec, stream.spec
-                    )));
-                }
-                if stream.termination.is_some() {
-                    trace.stop_reason = crate::StopReason::Terminated;
-                }
-                let (token_confidences, confidence) =
-                    if stream.token_confidences.len() == trace.n_tokens() {
-                        (stream.token_confidences, stream.confidence.summary())
-                    } else {
-                        // The backend did not show every token to the observer: measure the
-                        // trace it returned.
-                        let confidences = trace.token_confidences(self.config.confidence.top_k);
-                        let summary = summarize(&confidences, &self.config.confidence);
-                        (confidences, summary)
-                    };
+            for (trace, stream) in traces.into_iter().zip(streams) {
+                let CheckedTrace {
+                    trace,
+                    token_confidences,
+                    confidence,
+                    termination,
+                } = self
+                    .check_trace(trace, stream, stop_below, min_candidates)
+                    .map_err(|e| e.with_backend_name(&backend))?;
                 let Extracted { answer, detail } = answers.extract(&request, &trace)?;
                 let record = TraceRecord {
                     trace,
@@ -383,19 +522,102 @@ impl Runner {
                     confidence,
                     answer,
                     detail,
-                    termination: stream.termination,
+                    termination,
                 };
                 outcomes.push(record.outcome());
                 records.push(record);
             }
         };
         let decision = state.decide(&outcomes);
+        let weights = decision.vote.iter().flat_map(|v| {
+            v.tally
+                .iter()
+                .map(|(_, w)| ("vote weight", *w))
+                .chain([("total vote weight", v.total_weight)])
+        });
+        if let Some((metric, value)) = decision
+            .threshold
+            .map(|t| ("threshold", t))
+            .into_iter()
+            .chain(weights)
+            .find(|(_, value)| !value.is_finite())
+        {
+            return Err(Error::contract(
+                backend,
+                Violation::NonFiniteMetric { metric, value },
+            ));
+        }
         Ok(PromptOutcome {
             tokens_generated: records.iter().map(|r| r.trace.n_tokens()).sum(),
             traces: records,
             steps,
             finish,
             decision,
+        })
+    }
+
+    /// Checks a returned trace against the contract and the policy's threshold: every token is
+    /// checked and its candidates sorted, the token confidences are recomputed from the trace
+    /// (and must match what the observer saw), and a trace whose group confidence fell below
+    /// `stop_below` is cut, live or late.
+    fn check_trace(
+        &self,
+        mut trace: Trace,
+        stream: TraceStream,
+        stop_below: Option<f64>,
+        min_candidates: usize,
+    ) -> Result<CheckedTrace> {
+        let index = stream.spec.index;
+        if trace.spec != stream.spec {
+            return Err(Error::contract_at(
+                index,
+                None,
+                Violation::UnexpectedTrace {
+                    returned: trace.spec,
+                    expected: stream.spec,
+                },
+            ));
+        }
+        let config = &self.config.confidence;
+        let mut confidences = Vec::with_capacity(trace.steps.len());
+        for (token, step) in trace.steps.iter_mut().enumerate() {
+            check_step(step, min_candidates)
+                .map_err(|violation| Error::contract_at(index, Some(token), violation))?;
+            sort_candidates(step);
+            let confidence = token_confidence(&step.top_logprobs, config.top_k);
+            if let Some(&shown) = stream.token_confidences.get(token)
+                && shown != confidence
+            {
+                return Err(Error::contract_at(
+                    index,
+                    Some(token),
+                    Violation::ObserverMismatch {
+                        shown,
+                        returned: confidence,
+                    },
+                ));
+            }
+            confidences.push(confidence);
+        }
+        let termination = match (stream.termination, stop_below) {
+            (Some(live), _) => Some(live),
+            (None, Some(threshold)) => first_cut(&confidences, config, threshold)?,
+            (None, None) => None,
+        }
+        .map(|cut| Termination {
+            late: trace.n_tokens() > cut.at_token,
+            ..cut
+        });
+        if termination.is_some() {
+            trace.stop_reason = StopReason::Terminated;
+        }
+        let confidence = summarize(&confidences, config)?;
+        check_summary(confidence.as_ref(), index)?;
+        Ok(CheckedTrace {
+            trace,
+            token_confidences: confidences,
+            confidence,
+            termination,
         })
     }
 }

@@ -83,6 +83,8 @@ pub struct SamplingParams {
 }
 
 impl Default for SamplingParams {
+    /// Temperature 0.7, top-p 0.95, top-k sampling off (0), at most 256 tokens, seed 0, and the
+    /// 20 top log-probabilities DeepConf averages.
     fn default() -> Self {
         Self {
             temperature: 0.7,
@@ -195,6 +197,45 @@ impl Prompt {
         match self {
             Prompt::Chat(messages) => Some(messages),
             Prompt::Text(_) => None,
+        }
+    }
+
+    /// Checks that the prompt asks the model something: a chat needs at least one user message
+    /// and no user message without text, a raw text must not be blank. The error names the
+    /// parameter `prompt` and shows what was found.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |value: String, reason: &'static str| {
+            Err(Error::InvalidParameter {
+                parameter: "prompt",
+                value,
+                reason,
+            })
+        };
+        match self {
+            Prompt::Chat(messages) => {
+                if !messages.iter().any(|m| m.role == Role::User) {
+                    let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+                    return bad(
+                        format!("a chat of roles [{}]", roles.join(", ")),
+                        "a chat prompt needs a user message",
+                    );
+                }
+                if let Some((i, m)) = messages
+                    .iter()
+                    .enumerate()
+                    .find(|(_, m)| m.role == Role::User && m.content.trim().is_empty())
+                {
+                    return bad(
+                        format!("message {i} (user) {:?}", m.content),
+                        "a user message needs text",
+                    );
+                }
+                Ok(())
+            }
+            Prompt::Text(text) if text.trim().is_empty() => {
+                bad(format!("{text:?}"), "a text prompt needs text")
+            }
+            Prompt::Text(_) => Ok(()),
         }
     }
 
@@ -354,9 +395,14 @@ impl Trace {
         self.steps.iter().map(|s| s.confidence(k)).collect()
     }
 
-    /// Trace-level confidence metrics; `None` for a trace with no tokens.
-    pub fn confidence_summary(&self, config: &ConfidenceConfig) -> Option<ConfidenceSummary> {
-        summarize(&self.token_confidences(config.top_k), config)
+    /// Trace-level confidence metrics; `Ok(None)` for a trace with no tokens, `Err` for an
+    /// invalid `config`. The tokens are not checked: a trace that did not come through the
+    /// [`Runner`](crate::Runner) may hold NaN or positive log-probabilities.
+    pub fn confidence_summary(
+        &self,
+        config: &ConfidenceConfig,
+    ) -> Result<Option<ConfidenceSummary>> {
+        Ok(summarize(&self.token_confidences(config.top_k), config)?)
     }
 
     /// Token ids (tokens whose id the backend did not report are skipped).

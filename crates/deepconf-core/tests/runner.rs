@@ -195,7 +195,7 @@ fn a_lost_trace_is_a_contract_error() {
     let err = runner
         .run(&mut Lossy, &[ChatMessage::user("q")], &mut label)
         .unwrap_err();
-    assert!(matches!(err, Error::Contract(_)), "{err}");
+    assert!(matches!(err, Error::Contract { .. }), "{err}");
     assert!(
         err.to_string().contains("1 traces for 2 requested"),
         "{err}"

@@ -1,2 +1,4 @@
 //! Integration tests of the runner.
+mod adversarial;
+mod misbehaving;
 mod runner;

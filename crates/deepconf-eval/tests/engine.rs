@@ -1,6 +1,6 @@
 //! The engine: many instances in flight give the same records as one at a time (real model), and an
-//! instance whose backend keeps failing is recorded as failed while the run goes on; `--resume`
-//! completes it.
+//! instance whose backend keeps failing (or panics) is recorded as failed while the run goes on;
+//! `--resume` completes it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -181,6 +181,52 @@ fn a_backend_that_fails_everything_stops_the_run_with_its_error() {
     );
     // It stopped early instead of trying all 20.
     assert!(model.failures.load(Ordering::Relaxed) < 20);
+}
+
+/// The seeded model, panicking mid-trace for prompts that contain "(panics)".
+#[derive(Clone, Copy)]
+struct Panicky;
+
+impl LogprobModel for Panicky {
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        spec: TraceSpec,
+        observer: &mut dyn TokenObserver,
+    ) -> deepconf_core::Result<Trace> {
+        if request.prompt.user_text().contains("(panics)") && spec.index == 1 {
+            panic!("kernel assertion failed in trace {}", spec.index);
+        }
+        SeededModel.generate(request, spec, observer)
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
+        Some(Box::new(*self))
+    }
+}
+
+#[test]
+fn a_panicking_backend_fails_its_instance_and_the_run_goes_on() {
+    let mut instances = common::synthetic(8);
+    instances[5].messages[0].content.push_str(" (panics)");
+    let run = deepconf_testkit::config(PolicyConfig::fixed(3));
+    let experiment = Experiment::new(ExperimentConfig::new("panics", run), instances)
+        .progress(ProgressMode::Silent)
+        .concurrency(3);
+    let dir = tempfile::tempdir().unwrap();
+    let report = experiment
+        .run(&mut Panicky, &mut FirstWord, dir.path())
+        .unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(report.failed, ["synthetic-05"]);
+    assert_eq!(report.newly_run, 7);
+    let failures = read_failures(&dir.path().join(FAILURES_FILE), false).unwrap();
+    assert!(
+        failures[0]
+            .error
+            .contains("panicked: kernel assertion failed in trace 1"),
+        "{failures:?}"
+    );
 }
 
 /// The seeded model, taking a while per trace.

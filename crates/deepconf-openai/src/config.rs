@@ -138,7 +138,9 @@ pub struct OpenAiConfig {
     /// Fail when a token has fewer than k candidates. Off by default: servers that key candidates
     /// by decoded text (completions endpoints; llama-cpp-python on both endpoints) collapse
     /// candidates that decode alike, so a short list is usually no fault; token confidence then
-    /// averages the candidates present.
+    /// averages the candidates present. Off, the model declares
+    /// [`Capabilities::partial_top_logprobs`](deepconf_core::Capabilities) so that the runner
+    /// accepts such lists too; on, the runner holds every token to k candidates as well.
     pub strict_top_logprobs: bool,
     /// Keep the text of every top-k candidate in [`TokenStep::top_tokens`](deepconf_core::TokenStep)
     /// (off by default: the model under test needs only their log-probabilities; an LLM judge
@@ -409,6 +411,20 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn short_top_k_lists_are_declared_unless_strict() {
+        use deepconf_core::LogprobModel;
+        let lenient = OpenAiModel::builder("http://h:1", "m").build().unwrap();
+        assert!(lenient.capabilities().partial_top_logprobs);
+        assert_eq!(lenient.capabilities().min_candidates(20), 1);
+        let strict = OpenAiModel::builder("http://h:1", "m")
+            .strict_top_logprobs(true)
+            .build()
+            .unwrap();
+        assert!(!strict.capabilities().partial_top_logprobs);
+        assert_eq!(strict.capabilities().min_candidates(20), 20);
     }
 
     #[test]

@@ -800,9 +800,12 @@ impl LogprobModel for OpenAiModel {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // Servers that key candidates by text merge those that decode alike; unless told to be
+        // strict, a short list is accepted here, so the runner must accept it too.
         Capabilities::new()
             .with_max_batch_size(self.config.max_concurrency)
             .with_max_concurrent_traces(self.config.max_concurrency)
+            .with_partial_top_logprobs(!self.config.strict_top_logprobs)
     }
 
     fn model_id(&self) -> String {

@@ -99,7 +99,8 @@ pub fn filter_top_percent(scores: &[f64], keep_percent: f64) -> Vec<bool> {
     }
 }
 
-/// Which trace-level confidence a policy ranks or weights traces by.
+/// Which trace-level confidence a policy ranks or weights traces by. The default is
+/// [`TraceMetric::LowestGroup`], DeepConf's online metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceMetric {
@@ -213,13 +214,15 @@ pub enum PolicyConfig {
         batch_size: usize,
         /// Budget (10).
         max_traces: usize,
-        /// Percentile of the warmup mean confidences to reach (50).
+        /// Percentile of the warmup mean confidences to reach, in `[0, 100]` (50).
         percentile: f64,
     },
 }
 
 impl Default for PolicyConfig {
-    /// DeepConf-low online with a safety-sized budget: 4 warmup, 16 traces, keep 10%, tau 0.95.
+    /// DeepConf-low online with a safety-sized budget: [`PolicyConfig::Online`] with 4 warmup
+    /// traces, at most 16 traces, keep 10%, consensus tau 0.95, batches of 4, confidence-weighted
+    /// voting.
     fn default() -> Self {
         Self::online(4, 16, 10.0)
     }
@@ -358,7 +361,16 @@ impl PolicyConfig {
                         reason: "must be at least warmup_traces",
                     });
                 }
-                percent("percentile", percentile.max(f64::MIN_POSITIVE))
+                // The 0th percentile (the lowest warmup mean) is a valid target, unlike a kept
+                // percent of 0.
+                if !(0.0..=100.0).contains(&percentile) {
+                    return Err(Error::InvalidParameter {
+                        parameter: "percentile",
+                        value: percentile.to_string(),
+                        reason: "must be in [0, 100]",
+                    });
+                }
+                Ok(())
             }
         }
     }
@@ -777,6 +789,17 @@ mod tests {
         assert!(e.to_string().contains("keep_percent"), "{e}");
         assert!(PolicyConfig::fixed(0).validate().is_err());
         assert!(PolicyConfig::compat().validate().is_ok());
+        let compat = |percentile: f64| PolicyConfig::Compat {
+            warmup_traces: 3,
+            batch_size: 3,
+            max_traces: 10,
+            percentile,
+        };
+        for bad in [-1.0, -f64::MIN_POSITIVE, 100.5, f64::NAN, f64::INFINITY] {
+            let e = compat(bad).validate().unwrap_err();
+            assert!(e.to_string().contains("`percentile`"), "{bad}: {e}");
+        }
+        assert!(compat(0.0).validate().is_ok() && compat(100.0).validate().is_ok());
     }
 
     #[test]
