@@ -132,7 +132,7 @@ pub struct RunOverview {
     /// Sampling settings.
     pub sampling: SamplingParams,
     /// The refusal classifier.
-    pub classifier: serde_json::Value,
+    pub classifier: Option<deepconf_records::ClassifierInfo>,
     /// Instances.
     pub instances: usize,
     /// Instances whose gold label is harmful.

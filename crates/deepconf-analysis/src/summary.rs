@@ -142,35 +142,15 @@ impl Analysis {
     }
 }
 
-/// A short description of a policy, e.g. `online(warmup 4, max 8, keep 10%)`.
+/// A short description of a policy ([`PolicyConfig::label`]).
 pub fn policy_label(policy: &PolicyConfig) -> String {
-    match policy {
-        PolicyConfig::Fixed { traces, .. } => format!("fixed(n={traces})"),
-        PolicyConfig::Offline {
-            traces,
-            keep_percent,
-            ..
-        } => format!("offline(n={traces}, keep {keep_percent}%)"),
-        PolicyConfig::Online {
-            warmup_traces,
-            max_traces,
-            keep_percent,
-            ..
-        } => format!("online(warmup {warmup_traces}, max {max_traces}, keep {keep_percent}%)"),
-        PolicyConfig::Compat {
-            warmup_traces,
-            batch_size,
-            max_traces,
-            ..
-        } => format!("compat(warmup {warmup_traces}, batch {batch_size}, max {max_traces})"),
-    }
+    policy.label()
 }
 
-fn classifier_label(classifier: &serde_json::Value) -> String {
+fn classifier_label(classifier: &Option<deepconf_records::ClassifierInfo>) -> String {
     classifier
-        .get("name")
-        .and_then(|n| n.as_str())
-        .map_or_else(|| classifier.to_string(), str::to_string)
+        .as_ref()
+        .map_or_else(|| "none recorded".into(), |c| c.name.clone())
 }
 
 fn cell(estimate: Estimate) -> String {

@@ -11,7 +11,7 @@ use deepconf_analysis::{AnalysisOptions, analyze_run};
 use deepconf_core::policy::PolicyConfig;
 use deepconf_core::{LogprobModel, RunConfig, SamplingParams};
 use deepconf_datasets::{Benchmark, Dataset, DatasetSpec, Instance};
-use deepconf_records::{DatasetInfo, ModelInfo, read_run};
+use deepconf_records::{ClassifierInfo, DatasetInfo, ModelInfo, read_run};
 use deepconf_refusal::{JudgeCountsHandle, RefusalClassifier};
 
 use crate::experiment::{Experiment, ExperimentConfig};
@@ -377,7 +377,7 @@ impl EvalArgs {
         let mut config = ExperimentConfig::new(plan.name.clone(), plan.run.clone());
         config.model = backend.info.clone();
         config.dataset = dataset_info(dataset, instances.len());
-        config.classifier = classifier.info.clone();
+        config.classifier = Some(classifier.info.clone());
         config.store_logprobs = self.store_logprobs;
         config
             .seeds
@@ -502,21 +502,9 @@ pub fn build_backend(args: &EvalArgs) -> Result<Backend> {
     build_model(args.backend, args.model.as_deref(), args)
 }
 
-/// The largest number of traces a policy starts at once.
+/// The largest number of traces a policy starts at once ([`PolicyConfig::largest_batch`]).
 pub fn policy_batch(policy: &PolicyConfig) -> usize {
-    match *policy {
-        PolicyConfig::Fixed { traces, .. } | PolicyConfig::Offline { traces, .. } => traces,
-        PolicyConfig::Online {
-            warmup_traces,
-            batch_size,
-            ..
-        } => warmup_traces.max(batch_size),
-        PolicyConfig::Compat {
-            warmup_traces,
-            batch_size,
-            ..
-        } => warmup_traces.max(batch_size),
-    }
+    policy.largest_batch()
 }
 
 #[cfg(feature = "candle")]
@@ -609,8 +597,8 @@ fn build_model(kind: BackendKind, model: Option<&str>, args: &EvalArgs) -> Resul
 pub struct Classifier {
     /// The classifier.
     pub classifier: Box<dyn RefusalClassifier>,
-    /// Its name and settings (for a judge: `judge` = [`JudgeInfo`](crate::JudgeInfo)).
-    pub info: serde_json::Value,
+    /// Its name and settings, as `run.json` records them.
+    pub info: ClassifierInfo,
     /// The judge's calls, cache hits and parse errors, when there is a judge.
     pub judge_counts: Option<JudgeCountsHandle>,
 }

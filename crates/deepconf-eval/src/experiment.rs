@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::{LogprobModel, RunConfig};
 use deepconf_datasets::Instance;
 use deepconf_records::{
-    DatasetInfo, MANIFEST_FILE, ModelInfo, PREDICTIONS_FILE, PartLimits, RunManifest, RunWriter,
+    ClassifierInfo, DatasetInfo, MANIFEST_FILE, ModelInfo, PREDICTIONS_FILE, PartLimits,
+    RunManifest, RunWriter,
 };
 use deepconf_refusal::RefusalClassifier;
 
@@ -33,7 +34,7 @@ pub struct ExperimentConfig {
     /// The dataset the instances come from.
     pub dataset: DatasetInfo,
     /// The refusal classifier's name and settings.
-    pub classifier: serde_json::Value,
+    pub classifier: Option<ClassifierInfo>,
     /// Keep every token's top-k log-probabilities in `traces/` (`--store-logprobs`).
     pub store_logprobs: bool,
     /// Other seeds (e.g. instance selection).
@@ -50,7 +51,7 @@ impl ExperimentConfig {
             run,
             model: ModelInfo::default(),
             dataset: DatasetInfo::default(),
-            classifier: serde_json::Value::Null,
+            classifier: None,
             store_logprobs: false,
             seeds: BTreeMap::new(),
             extra: serde_json::Value::Null,
@@ -304,36 +305,32 @@ pub fn default_concurrency(model: &dyn LogprobModel, run: &RunConfig) -> usize {
     (2 * capacity.div_ceil(batch)).clamp(1, 256)
 }
 
-/// Fields of `run.json` that may differ between a run and its resumption.
-/// `model.source` is where the model was found (a server's URL may change between runs); the
-/// model's name and checksum identify it. Likewise for the judge, whose cache file may move.
-const NOT_COMPARED: [&str; 7] = [
-    "created_at",
-    "extra",
-    "versions",
-    "concurrency",
-    "model.source",
-    "classifier.judge.source",
-    "classifier.judge.cache",
-];
+/// What identifies a run's results: its manifest without the fields that may differ between a
+/// run and its resumption. Those are when it was made, crate versions, free-form extras, the
+/// concurrency, and where the model and the judge were found (a server's URL may change between
+/// runs; the model's name and checksum identify it) and where the judge's answers are cached.
+fn identifying(manifest: &RunManifest) -> RunManifest {
+    RunManifest {
+        created_at: None,
+        concurrency: None,
+        versions: BTreeMap::new(),
+        extra: serde_json::Value::Null,
+        model: ModelInfo {
+            source: String::new(),
+            ..manifest.model.clone()
+        },
+        classifier: manifest
+            .classifier
+            .as_ref()
+            .map(ClassifierInfo::identifying),
+        ..manifest.clone()
+    }
+}
 
 fn compare_manifests(path: &Path, recorded: &RunManifest, requested: &RunManifest) -> Result<()> {
-    let to_value = |m: &RunManifest| serde_json::to_value(m).unwrap_or(serde_json::Value::Null);
-    let (mut a, mut b) = (to_value(recorded), to_value(requested));
-    for field in NOT_COMPARED {
-        for value in [&mut a, &mut b] {
-            let (parent, key) = match field.rsplit_once('.') {
-                Some((parent, key)) => (
-                    value.pointer_mut(&format!("/{}", parent.replace('.', "/"))),
-                    key,
-                ),
-                None => (Some(value), field),
-            };
-            if let Some(object) = parent.and_then(|p| p.as_object_mut()) {
-                object.remove(key);
-            }
-        }
-    }
+    let to_value =
+        |m: &RunManifest| serde_json::to_value(identifying(m)).unwrap_or(serde_json::Value::Null);
+    let (a, b) = (to_value(recorded), to_value(requested));
     match first_difference("", &a, &b) {
         None => Ok(()),
         Some((field, recorded, requested)) => Err(Error::ResumeMismatch {
@@ -432,12 +429,27 @@ mod tests {
         b.versions.insert("x".into(), "y".into());
         compare_manifests(Path::new("run.json"), &a, &b).unwrap();
         // Where the judge was found and where its answers are cached may change.
-        a.classifier =
-            json!({"kind": "judge", "judge": {"model": "wg", "source": "http://a", "cache": "x"}});
-        b.classifier =
-            json!({"kind": "judge", "judge": {"model": "wg", "source": "http://b", "cache": "y"}});
+        let judge = |source: &str, cache: &str| ClassifierInfo {
+            name: "wildguard-judge(wg)".into(),
+            kind: deepconf_records::ClassifierKind::Judge,
+            extra_patterns: None,
+            judge: Some(deepconf_records::JudgeInfo {
+                format: deepconf_refusal::JudgeFormat::WildGuard,
+                not_harmful: deepconf_refusal::NotHarmfulReading::Abstain,
+                backend: "openai".into(),
+                model: "wg".into(),
+                source: source.into(),
+                sha256: None,
+                cache: Some(cache.into()),
+            }),
+            judge_all: None,
+        };
+        a.classifier = Some(judge("http://a", "x"));
+        b.classifier = Some(judge("http://b", "y"));
         compare_manifests(Path::new("run.json"), &a, &b).unwrap();
-        b.classifier["judge"]["model"] = json!("llama-guard");
+        if let Some(info) = b.classifier.as_mut().and_then(|c| c.judge.as_mut()) {
+            info.model = "llama-guard".into();
+        }
         let err = compare_manifests(Path::new("run.json"), &a, &b).unwrap_err();
         assert!(err.to_string().contains("classifier.judge.model"), "{err}");
         b.classifier = a.classifier.clone();

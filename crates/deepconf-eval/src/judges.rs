@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use deepconf_core::LogprobModel;
 use deepconf_refusal::{
     Ensemble, JudgeCache, JudgeCountsHandle, JudgeFormat, LlmJudge, NotHarmfulReading,
     PatternClassifier, PatternConfig, PatternSet, RefusalClassifier,
 };
+
+use deepconf_records::{ClassifierInfo, ClassifierKind as RecordedKind, JudgeInfo};
 
 use crate::cli::{BackendKind, Classifier, ClassifierKind};
 use crate::{Error, Result};
@@ -142,26 +143,6 @@ pub struct JudgeSpec {
     pub reading: NotHarmfulReading,
     /// Its cache.
     pub cache: JudgeCacheLocation,
-}
-
-/// What `run.json` records about a judge (under `classifier.judge`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JudgeInfo {
-    /// The format, e.g. `wildguard`.
-    pub format: JudgeFormat,
-    /// What a "not harmful" answer becomes.
-    pub not_harmful: NotHarmfulReading,
-    /// `candle` or `openai`.
-    pub backend: String,
-    /// The judge model's name in the judge's identity: the served name, or the file name with
-    /// its checksum.
-    pub model: String,
-    /// Where it was found: the file, or the base URLs (may change on resume).
-    pub source: String,
-    /// SHA-256 of the model file (candle, a single file).
-    pub sha256: Option<String>,
-    /// The answer cache file, if any (may change on resume).
-    pub cache: Option<PathBuf>,
 }
 
 /// A judge ready to classify, boxed with its model handle, and what to record about it.
@@ -379,11 +360,7 @@ impl ClassifierArgs {
         let Some(spec) = self.judge_spec(max_retries)? else {
             let classifier = self.patterns()?;
             return Ok(Classifier {
-                info: json!({
-                    "name": classifier.name(),
-                    "kind": "patterns",
-                    "extra_patterns": extra_patterns,
-                }),
+                info: ClassifierInfo::patterns(classifier.name(), extra_patterns),
                 classifier: Box::new(classifier),
                 judge_counts: None,
             });
@@ -395,19 +372,25 @@ impl ClassifierArgs {
                 let ensemble =
                     Ensemble::new(self.patterns()?, judge).consult_always(self.judge_all);
                 Classifier {
-                    info: json!({
-                        "name": ensemble.name(),
-                        "kind": "ensemble",
-                        "judge": info,
-                        "judge_all": self.judge_all,
-                        "extra_patterns": extra_patterns,
-                    }),
+                    info: ClassifierInfo {
+                        name: ensemble.name(),
+                        kind: RecordedKind::Ensemble,
+                        extra_patterns,
+                        judge: Some(info),
+                        judge_all: Some(self.judge_all),
+                    },
                     classifier: Box::new(ensemble),
                     judge_counts: Some(counts),
                 }
             }
             _ => Classifier {
-                info: json!({"name": judge.name(), "kind": "judge", "judge": info}),
+                info: ClassifierInfo {
+                    name: judge.name(),
+                    kind: RecordedKind::Judge,
+                    extra_patterns: None,
+                    judge: Some(info),
+                    judge_all: None,
+                },
                 classifier: Box::new(judge),
                 judge_counts: Some(counts),
             },

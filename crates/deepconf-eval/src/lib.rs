@@ -116,8 +116,8 @@ pub use finish::{
     write_report,
 };
 pub use judges::{
-    BuiltJudge, ClassifierArgs, JudgeBackend, JudgeCacheLocation, JudgeFormatArg, JudgeInfo,
-    JudgeSpec, NotHarmfulArg, judge_summary,
+    BuiltJudge, ClassifierArgs, JudgeBackend, JudgeCacheLocation, JudgeFormatArg, JudgeSpec,
+    NotHarmfulArg, judge_summary,
 };
 pub use progress::ProgressMode;
 pub use rescore::{RescoreReport, rescore};

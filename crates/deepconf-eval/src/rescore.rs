@@ -171,7 +171,7 @@ pub fn rescore(
     };
 
     let mut manifest = records.manifest.clone();
-    manifest.classifier = classifier.info.clone();
+    manifest.classifier = Some(classifier.info.clone());
     manifest.created_at = Some(crate::time::now_rfc3339());
     let mut extra = match manifest.extra.take() {
         serde_json::Value::Object(map) => map,

@@ -123,11 +123,11 @@ fn every_format_reaches_the_completions_endpoint_verbatim_and_is_parsed_or_count
             flag,
             &dir.path().join(format!("{flag}.jsonl")),
         );
-        let info = &judge.info["judge"];
-        assert_eq!(info["format"], format.name());
+        let info = judge.info.judge.as_ref().expect("a judge is recorded");
+        assert_eq!(info.format, format);
         assert_eq!(
-            (info["backend"].as_str(), info["model"].as_str()),
-            (Some("openai"), Some(SERVED_MODEL))
+            (info.backend.as_str(), info.model.as_str()),
+            ("openai", SERVED_MODEL)
         );
         let mut parse_errors = 0;
         for (prompt, response) in EXCHANGES {
@@ -226,10 +226,14 @@ fn a_judged_run_resumes_and_rescores_without_asking_the_judge_twice() {
         "every judge call reached the judge's server"
     );
     let records = read_run(&run_dir).unwrap();
-    assert_eq!(records.manifest.classifier["judge"]["format"], "wildguard");
+    let recorded_judge = records.manifest.classifier.as_ref().unwrap().judge.as_ref();
     assert_eq!(
-        records.manifest.classifier["judge"]["source"],
-        proxy.base_url.as_str()
+        recorded_judge.map(|j| j.format),
+        Some(JudgeFormat::WildGuard)
+    );
+    assert_eq!(
+        recorded_judge.map(|j| j.source.as_str()),
+        Some(proxy.base_url.as_str())
     );
     let analysis = analyze_run(
         &records,
@@ -281,8 +285,13 @@ fn a_judged_run_resumes_and_rescores_without_asking_the_judge_twice() {
     assert_eq!(other.judge_counts.as_ref().unwrap().get().calls, first);
     let rescored_records = read_run(&rescored).unwrap();
     assert_eq!(
-        rescored_records.manifest.classifier["judge"]["format"],
-        "harmbench"
+        rescored_records
+            .manifest
+            .classifier
+            .as_ref()
+            .and_then(|c| c.judge.as_ref())
+            .map(|j| j.format),
+        Some(JudgeFormat::HarmBench)
     );
     assert_eq!(
         rescored_records.manifest.extra["rescored_from"]["classifier"]["judge"]["format"],

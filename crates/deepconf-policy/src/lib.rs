@@ -229,6 +229,48 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// A short description, e.g. `online(warmup 4, max 8, keep 10%)`.
+    pub fn label(&self) -> String {
+        match self {
+            PolicyConfig::Fixed { traces, .. } => format!("fixed(n={traces})"),
+            PolicyConfig::Offline {
+                traces,
+                keep_percent,
+                ..
+            } => format!("offline(n={traces}, keep {keep_percent}%)"),
+            PolicyConfig::Online {
+                warmup_traces,
+                max_traces,
+                keep_percent,
+                ..
+            } => format!("online(warmup {warmup_traces}, max {max_traces}, keep {keep_percent}%)"),
+            PolicyConfig::Compat {
+                warmup_traces,
+                batch_size,
+                max_traces,
+                ..
+            } => format!("compat(warmup {warmup_traces}, batch {batch_size}, max {max_traces})"),
+        }
+    }
+
+    /// The largest number of traces the policy starts at once: all of them for fixed and
+    /// offline policies, the warmup or a batch (whichever is larger) for online ones.
+    pub fn largest_batch(&self) -> usize {
+        match *self {
+            PolicyConfig::Fixed { traces, .. } | PolicyConfig::Offline { traces, .. } => traces,
+            PolicyConfig::Online {
+                warmup_traces,
+                batch_size,
+                ..
+            }
+            | PolicyConfig::Compat {
+                warmup_traces,
+                batch_size,
+                ..
+            } => warmup_traces.max(batch_size),
+        }
+    }
+
     /// Fixed-N with plain majority voting.
     pub fn fixed(traces: usize) -> Self {
         Self::Fixed {

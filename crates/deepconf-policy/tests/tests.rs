@@ -61,3 +61,12 @@ proptest! {
         prop_assert_eq!(offline.start().decide(&h).vote, fixed.start().decide(&h).vote);
     }
 }
+
+#[test]
+fn policies_describe_themselves_and_their_largest_batch() {
+    let online = PolicyConfig::online(4, 16, 10.0);
+    assert_eq!(online.label(), "online(warmup 4, max 16, keep 10%)");
+    assert_eq!(online.largest_batch(), 4);
+    assert_eq!(PolicyConfig::fixed(8).label(), "fixed(n=8)");
+    assert_eq!(PolicyConfig::fixed(8).largest_batch(), 8);
+}

@@ -57,6 +57,7 @@
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
 
+mod classifier;
 mod error;
 mod manifest;
 mod parquet;
@@ -64,6 +65,7 @@ mod reader;
 mod rows;
 mod writer;
 
+pub use classifier::{ClassifierInfo, ClassifierKind, JudgeInfo};
 pub use error::{Error, Result};
 pub use manifest::{DatasetInfo, ModelInfo, RunManifest};
 pub use parquet::{read_traces_parquet, trace_schema, traces_to_batch, write_traces_parquet};

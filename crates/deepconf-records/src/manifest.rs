@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use deepconf_core::RunConfig;
 
-use crate::MANIFEST_FILE;
 use crate::error::{Error, Result, io_error};
+use crate::{ClassifierInfo, MANIFEST_FILE};
 
 /// The model that was run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,8 +58,8 @@ pub struct RunManifest {
     pub dataset: DatasetInfo,
     /// Policy, confidence and sampling configuration (the base seed is `config.sampling.seed`).
     pub config: RunConfig,
-    /// The refusal classifier's name and settings.
-    pub classifier: serde_json::Value,
+    /// The refusal classifier's name and settings (`null` in a configuration not yet given one).
+    pub classifier: Option<ClassifierInfo>,
     /// Other seeds used (e.g. instance sampling).
     pub seeds: BTreeMap<String, u64>,
     /// Versions of the crates and tools involved.

@@ -244,3 +244,37 @@ fn orphan_traces_and_repeated_instances_are_reconciled() {
     );
     assert_eq!(before.traces[2][0].stop_reason, StopReason::EndOfSequence);
 }
+
+#[test]
+fn classifier_records_read_back_typed_and_bad_ones_name_the_file() {
+    use deepconf_records::{ClassifierKind, RunManifest};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.json");
+    // As written before the classifier record was typed (keys in json!'s order).
+    fs::write(
+        &path,
+        r#"{"name": "old", "classifier": {"judge": {"backend": "openai", "cache": null,
+            "format": "llama-guard-3", "model": "lg", "not_harmful": "refusal",
+            "sha256": null, "source": "http://127.0.0.1:1"}, "judge_all": false,
+            "kind": "ensemble", "name": "ensemble(patterns, judge)"}}"#,
+    )
+    .unwrap();
+    let manifest = RunManifest::read(dir.path()).unwrap();
+    let classifier = manifest.classifier.expect("classifier read");
+    assert_eq!(classifier.kind, ClassifierKind::Ensemble);
+    let judge = classifier.judge.expect("judge read");
+    assert_eq!(judge.format, deepconf_refusal::JudgeFormat::LlamaGuard3);
+    assert_eq!(
+        judge.not_harmful,
+        deepconf_refusal::NotHarmfulReading::Refusal
+    );
+    assert_eq!(classifier.judge_all, Some(false));
+
+    fs::write(
+        &path,
+        r#"{"name": "x", "classifier": {"kind": "oracle", "name": "o"}}"#,
+    )
+    .unwrap();
+    let err = RunManifest::read(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("run.json") && err.contains("oracle"), "{err}");
+}

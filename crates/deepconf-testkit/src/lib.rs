@@ -190,7 +190,10 @@ pub fn manifest(config: &RunConfig, n: usize) -> RunManifest {
             sha256: None,
         },
         config: config.clone(),
-        classifier: serde_json::json!({"name": "first-word"}),
+        classifier: Some(deepconf_records::ClassifierInfo::patterns(
+            "first-word",
+            None,
+        )),
         ..RunManifest::default()
     }
 }

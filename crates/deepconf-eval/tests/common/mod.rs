@@ -98,7 +98,7 @@ pub fn config(
 ) -> ExperimentConfig {
     let mut config = ExperimentConfig::new(name, run);
     config.model = backend.info.clone();
-    config.classifier = classifier.info.clone();
+    config.classifier = Some(classifier.info.clone());
     config
 }
 
