@@ -53,7 +53,7 @@ impl Pattern {
 /// The data of a [`PatternClassifier`]: five lists of regexes over the normalised answer.
 ///
 /// The text patterns see is lower case, with straight apostrophes and quotes, single spaces, and
-/// code and quotations replaced by `<code>` and `<quote>` (see [`normalize`](crate::normalize)).
+/// code and quotations replaced by `<code>` and `<quote>` (see [`normalize`](crate::normalize())).
 /// The built-in set ([`PatternSet::default`]) is `src/default_patterns.json` of this crate; every
 /// pattern there carries a note with examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
