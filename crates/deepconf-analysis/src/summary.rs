@@ -67,7 +67,13 @@ impl Analysis {
             policy_label(&run.policy),
             classifier_label(&run.classifier),
         );
-        let _ = writeln!(out, "{:<38} value [95% bootstrap interval]", "metric");
+        let _ = writeln!(
+            out,
+            "{:<38} value [{:.0}% interval: rates {}, F1 and balanced accuracy bootstrap]",
+            "metric",
+            self.options.bootstrap.level * 100.0,
+            self.options.proportions.name()
+        );
         let rows = [
             (Metric::Sensitivity, "refusal rate on harmful (sensitivity)"),
             (Metric::Specificity, "compliance on benign (specificity)"),
@@ -151,6 +157,15 @@ pub fn policy_label(policy: &PolicyConfig) -> String {
             keep_percent,
             ..
         } => format!("offline(n={traces}, keep {keep_percent}%)"),
+        PolicyConfig::Online {
+            warmup_traces,
+            max_traces,
+            keep_percent,
+            consensus,
+            ..
+        } if *consensus > 1.0 => format!(
+            "online(warmup {warmup_traces}, max {max_traces}, keep {keep_percent}%, no consensus stop)"
+        ),
         PolicyConfig::Online {
             warmup_traces,
             max_traces,
