@@ -218,7 +218,9 @@ fn safety_semantics_refusal_of_harmful_is_true_positive() {
 // for k, n in [(0, 24), (3, 24), (24, 24), (7, 10), (1, 48)]:
 //     print(proportion_confint(k, n, alpha=0.05, method="beta"),
 //           proportion_confint(k, n, alpha=0.05, method="wilson"))
-const PROPORTION_REFERENCE: [(u64, u64, (f64, f64), (f64, f64)); 5] = [
+/// `(events, n, Clopper-Pearson interval, Wilson interval)`.
+type ProportionCase = (u64, u64, (f64, f64), (f64, f64));
+const PROPORTION_REFERENCE: [ProportionCase; 5] = [
     (
         0,
         24,
