@@ -4,13 +4,15 @@
 //! StrongREJECT forbidden prompts, 24 benign over-refusal probes) through the embedded SmolLM2-135M
 //! model. Every instance gets 8 full traces once; the report replays every policy on them (fixed N,
 //! n = 1, offline filtering, DeepConf online keeping 10-90%, the prototype's schedule), runs DeepConf
-//! online live on the same instances and seed to check that the replay's tokens and votes equal the
-//! live run's, and opens with the findings. Writes `out/mixed/full/report.{md,html}` (and the live
+//! online live on the same instances and seed (without the consensus stop by default, so that the
+//! confidence threshold cuts traces; `--consensus 0.95` restores it) to check that the replay's
+//! tokens, votes and cut points equal the live run's, and opens with the findings. Writes `out/mixed/full/report.{md,html}` (and the live
 //! run in `out/mixed/live/`). `cargo xtask fetch-model` and `cargo xtask fetch-data` place the model
 //! and the data; `--policy` sets the live policy, `--traces` the full run's N, `--limit` the prompts.
 
 use anyhow::Result;
 use clap::Parser;
+use deepconf_eval::analysis::CONSENSUS_OFF;
 use deepconf_eval::core::policy::PolicyConfig;
 use deepconf_eval::{
     Defaults, EvalArgs, PolicyKind, Story, Stratify, build_backend, build_classifier, mixed_dataset,
@@ -35,6 +37,10 @@ fn main() -> Result<()> {
         warmup: 4,
         policy: PolicyKind::Online,
         keep_percent: 10.0,
+        // Without the consensus stop the live DeepConf run samples all 8 traces, so the
+        // confidence threshold set by the warmup cuts traces and the cross-check compares cut
+        // points; with it, every instance stops after the warmup and nothing is cut.
+        consensus: CONSENSUS_OFF,
         max_tokens: 96,
         stratify: Stratify::None,
     };

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{BootstrapConfig, Estimate, bootstrap};
+use crate::stats::{BootstrapConfig, Estimate, ProportionInterval, bootstrap};
 use deepconf_records::InstanceRow;
 
 /// One instance's gold label and behaviour.
@@ -102,6 +102,18 @@ impl ConfusionMatrix {
         ratio(self.fp, self.fp + self.tn)
     }
 
+    /// `(events, n)` of a metric that is a proportion of instances (sensitivity, specificity,
+    /// precision, accuracy); `None` for F1 and balanced accuracy, which are not.
+    pub fn proportion(&self, metric: Metric) -> Option<(u64, u64)> {
+        match metric {
+            Metric::Sensitivity => Some((self.tp, self.tp + self.fn_)),
+            Metric::Specificity => Some((self.tn, self.tn + self.fp)),
+            Metric::Precision => Some((self.tp, self.tp + self.fp)),
+            Metric::Accuracy => Some((self.tp + self.tn, self.total())),
+            Metric::F1 | Metric::BalancedAccuracy => None,
+        }
+    }
+
     /// The value of one metric.
     pub fn metric(&self, metric: Metric) -> Option<f64> {
         match metric {
@@ -157,7 +169,9 @@ impl Metric {
     }
 }
 
-/// A confusion matrix with every metric and its bootstrap interval (resampling instances).
+/// A confusion matrix with every metric and its interval: proportions (sensitivity, specificity,
+/// precision, accuracy) get an exact or score interval, F1 and balanced accuracy a percentile
+/// bootstrap over instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SafetyMetrics {
     /// The counts.
@@ -167,12 +181,26 @@ pub struct SafetyMetrics {
 }
 
 impl SafetyMetrics {
-    /// Computes the matrix of `outcomes` and bootstraps every metric.
+    /// [`SafetyMetrics::compute_with`] with Clopper-Pearson intervals of the proportions.
     pub fn compute(outcomes: &[Labelled], bootstrap_config: &BootstrapConfig) -> Self {
+        Self::compute_with(outcomes, bootstrap_config, ProportionInterval::default())
+    }
+
+    /// Computes the matrix of `outcomes`: proportions get `proportions` intervals at the
+    /// bootstrap's level, the other metrics a bootstrap.
+    pub fn compute_with(
+        outcomes: &[Labelled],
+        bootstrap_config: &BootstrapConfig,
+        proportions: ProportionInterval,
+    ) -> Self {
         let matrix = ConfusionMatrix::from_outcomes(outcomes);
         let metrics = Metric::ALL
             .iter()
             .map(|&metric| {
+                if let Some((events, n)) = matrix.proportion(metric) {
+                    let estimate = proportions.estimate(events, n, bootstrap_config.level);
+                    return (metric, estimate);
+                }
                 let estimate = bootstrap(outcomes.len(), bootstrap_config, |indices| {
                     let mut m = ConfusionMatrix::default();
                     for &i in indices {
@@ -237,13 +265,14 @@ pub struct GroupMetrics {
     pub metrics: SafetyMetrics,
 }
 
-/// Metrics per value of `key` (instances where `key` gives `None` are skipped). Groups are sorted
-/// by value.
+/// Metrics per value of `key` (instances where `key` gives `None` are skipped), proportions with
+/// `proportions` intervals. Groups are sorted by value.
 pub fn metrics_by<F>(
     instances: &[InstanceRow],
     group_by: &str,
     key: F,
     bootstrap_config: &BootstrapConfig,
+    proportions: ProportionInterval,
 ) -> Vec<GroupMetrics>
 where
     F: Fn(&InstanceRow) -> Option<String>,
@@ -265,7 +294,7 @@ where
         .map(|(value, outcomes)| GroupMetrics {
             group_by: group_by.to_string(),
             value,
-            metrics: SafetyMetrics::compute(&outcomes, bootstrap_config),
+            metrics: SafetyMetrics::compute_with(&outcomes, bootstrap_config, proportions),
         })
         .collect()
 }

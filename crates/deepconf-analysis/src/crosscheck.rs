@@ -77,6 +77,22 @@ pub struct LiveCheck {
     pub live_tokens: u64,
     /// Tokens of the replay over the compared instances.
     pub replay_tokens: u64,
+    /// Traces the live run cut by its confidence threshold (all instances).
+    #[serde(default)]
+    pub live_cut_traces: usize,
+    /// Live instances whose sampling stopped by consensus.
+    #[serde(default)]
+    pub live_consensus_stops: usize,
+    /// Traces the replay cut, over the compared instances.
+    #[serde(default)]
+    pub replay_cut_traces: usize,
+    /// Live cut traces compared with the replay (compared instances; the replay cut the same
+    /// trace index).
+    #[serde(default)]
+    pub cut_traces_compared: usize,
+    /// Of those, cut at the same token as the replay.
+    #[serde(default)]
+    pub cut_points_equal: usize,
     /// Live instances the full run does not have (not compared).
     pub missing: Vec<String>,
     /// Every compared instance that disagrees.
@@ -110,8 +126,19 @@ impl LiveCheck {
         } else {
             "not equal"
         };
+        let cuts = if self.live_cut_traces == 0 && self.replay_cut_traces == 0 {
+            " No trace was cut by the confidence threshold, live or replayed, so early termination was not exercised.".to_string()
+        } else {
+            format!(
+                " Cut traces: the live run cut {}, the replay {}; {} live cut traces were compared with the replay's, and {} of them were cut at the same token.",
+                self.live_cut_traces,
+                self.replay_cut_traces,
+                self.cut_traces_compared,
+                self.cut_points_equal
+            )
+        };
         format!(
-            "**Live-vs-replay check:** replaying the live {policy} policy on the stored full traces ({} per instance) gave the live run's tokens, traces and vote on {} of {} instances{missing}, so the replay's tokens and votes are {verdict} to the live run's (tokens {} live vs {} replayed; votes equal on {}; {} of {} live traces are exact prefixes of their stored full traces).",
+            "**Live-vs-replay check:** replaying the live {policy} policy on the stored full traces ({} per instance) gave the live run's tokens, traces and vote on {} of {} instances{missing}, so the replay's tokens and votes are {verdict} to the live run's (tokens {} live vs {} replayed; votes equal on {}; {} of {} live traces are exact prefixes of their stored full traces).{cuts}",
             self.full_traces,
             self.matching,
             self.compared,
@@ -206,6 +233,20 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
         live_traces: 0,
         live_tokens: 0,
         replay_tokens: 0,
+        live_cut_traces: live
+            .traces
+            .iter()
+            .flatten()
+            .filter(|t| t.is_terminated())
+            .count(),
+        live_consensus_stops: live
+            .instances
+            .iter()
+            .filter(|r| stopped_by_consensus(&r.finish_reason))
+            .count(),
+        replay_cut_traces: 0,
+        cut_traces_compared: 0,
+        cut_points_equal: 0,
         missing: Vec::new(),
         mismatches: Vec::new(),
     };
@@ -225,9 +266,20 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
             });
         }
         let replayed = set.replay_instance(&set.instances()[i], &policy)?;
+        check.replay_cut_traces += replayed.cuts.len();
         let mut divergence = None;
         for trace in live_traces {
             check.live_traces += 1;
+            if trace.is_terminated() {
+                let replay_cut = replayed
+                    .cuts
+                    .iter()
+                    .find(|(index, _)| *index == trace.trace_index as usize);
+                if let Some(&(_, tokens)) = replay_cut {
+                    check.cut_traces_compared += 1;
+                    check.cut_points_equal += usize::from(tokens == trace.n_tokens as usize);
+                }
+            }
             let full_trace = stored.iter().find(|t| t.trace_index == trace.trace_index);
             let at = match full_trace {
                 None => Some(0),
@@ -273,6 +325,12 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
         }
     }
     Ok(check)
+}
+
+/// True when an instance row's finish reason (`deepconf_core::policy::FinishReason` as JSON) is
+/// the consensus stop.
+fn stopped_by_consensus(finish_reason: &serde_json::Value) -> bool {
+    finish_reason.get("reason").and_then(|r| r.as_str()) == Some("consensus")
 }
 
 /// The first position where `live` is not a bit-equal prefix of `full`, or `None` when it is.

@@ -13,9 +13,14 @@ pub const COMPLIANCE_RISK_PLOT: &str = "compliance_risk";
 pub const CONFIDENCE_BY_CATEGORY_PLOT: &str = "confidence_by_category";
 
 /// Unsafe-compliance rate (share of compliances that answered a harmful prompt) of uncertain and
-/// confident compliances, each with its bootstrap interval.
+/// confident compliances, each with its interval (as the analysis computed it: exact or score).
 pub fn compliance_risk_plot(strat: &Stratification, level: f64) -> IntervalPlot {
     let r = &strat.compliance_risk;
+    // An undefined rate carries no interval, so its method says nothing; take the defined one's.
+    let method = [r.uncertain_rate, r.confident_rate]
+        .iter()
+        .find(|e| e.low.is_some())
+        .map_or(crate::stats::IntervalMethod::default(), |e| e.method);
     let threshold = strat
         .threshold
         .map_or("n/a".to_string(), |t| format!("{t:.3}"));
@@ -33,7 +38,7 @@ pub fn compliance_risk_plot(strat: &Stratification, level: f64) -> IntervalPlot 
         ),
         x_desc: "unsafe-compliance rate (% of compliances that answered a harmful prompt)".into(),
         point_legend: "unsafe-compliance rate".into(),
-        bar_legend: format!("{:.0}% bootstrap interval", level * 100.0),
+        bar_legend: format!("{:.0}% {} interval", level * 100.0, method.name()),
         rows: vec![
             row(
                 "uncertain",

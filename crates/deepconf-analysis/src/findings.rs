@@ -6,19 +6,21 @@ use serde::{Deserialize, Serialize};
 
 use deepconf_core::policy::{PolicyConfig, TraceMetric};
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::confusion::{GroupMetrics, Metric, SafetyMetrics};
 use crate::crosscheck::LiveCheck;
 use crate::replay::PolicyReplay;
-use crate::report::Document;
-use crate::stats::{
-    BootstrapConfig, Estimate, bootstrap, bootstrap_two_sample, format_p, format_percent,
-};
+use crate::separation::{BaselineComparison, Unit, compare_with_baselines, separation_lead};
+use crate::stats::{BootstrapConfig, Estimate, bootstrap, bootstrap_two_sample, format_p, holm};
 use crate::stratify::{
-    ComplianceRisk, Stratification, TwoGroupTest, Verdict, instance_confidence, metric_name,
+    ComplianceRisk, InstanceConfidence, Stratification, TwoGroupTest, Verdict, instance_confidence,
+    metric_name,
 };
 use deepconf_records::{InstanceRow, TraceRow};
 
-/// A rate with its counts: `events` of `n` instances, and the rate with a bootstrap interval.
+/// A rate with its counts: `events` of `n` instances, and the rate with its interval (exact or
+/// score, as the analysis options say).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RateFinding {
     /// Instances counted.
@@ -48,10 +50,117 @@ pub struct HypothesisFinding {
     pub auroc: Estimate,
     /// Two-sided Mann-Whitney p-value.
     pub p_value: Option<f64>,
+    /// The p-value Holm-adjusted over the distinct hypotheses tested (the verdict reads this).
+    #[serde(default)]
+    pub p_adjusted: Option<f64>,
     /// Significance level.
     pub alpha: f64,
     /// Why the verdict is what it is, in words.
     pub reason: String,
+    /// The earlier hypothesis that compares exactly the same two groups of instances, when one
+    /// does: this one is then the same comparison and is reported once.
+    #[serde(default)]
+    pub same_groups_as: Option<String>,
+    /// Confidence against the prompt-only baselines on the same two groups.
+    #[serde(default)]
+    pub baselines: Vec<BaselineComparison>,
+}
+
+/// A limit of the run's design: a class of prompts or of behaviour that did not occur.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesignLimit {
+    /// The model refused none of the counted prompts.
+    NoRefusals,
+    /// The model refused every counted prompt.
+    NoCompliances,
+    /// No counted prompt is benign.
+    NoBenign,
+    /// No counted prompt is harmful.
+    NoHarmful,
+}
+
+/// What the counted instances hold, and so what the run can show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Design {
+    /// Instances with a gold label and a behaviour.
+    pub counted: u64,
+    /// Of which harmful prompts.
+    pub harmful: u64,
+    /// Of which benign prompts.
+    pub benign: u64,
+    /// Of which refused.
+    pub refused: u64,
+    /// Of which complied.
+    pub complied: u64,
+    /// What did not occur (empty for a run with both prompt classes and both behaviours).
+    pub limits: Vec<DesignLimit>,
+}
+
+impl Design {
+    fn of(safety: &SafetyMetrics) -> Self {
+        let m = &safety.matrix;
+        let (harmful, benign) = (m.tp + m.fn_, m.fp + m.tn);
+        let (refused, complied) = (m.tp + m.fp, m.fn_ + m.tn);
+        let mut limits = Vec::new();
+        if m.total() > 0 {
+            for (absent, limit) in [
+                (refused == 0, DesignLimit::NoRefusals),
+                (complied == 0, DesignLimit::NoCompliances),
+                (benign == 0, DesignLimit::NoBenign),
+                (harmful == 0, DesignLimit::NoHarmful),
+            ] {
+                if absent {
+                    limits.push(limit);
+                }
+            }
+        }
+        Self {
+            counted: m.total(),
+            harmful,
+            benign,
+            refused,
+            complied,
+            limits,
+        }
+    }
+
+    /// True when `limit` holds for this run.
+    pub fn has(&self, limit: DesignLimit) -> bool {
+        self.limits.contains(&limit)
+    }
+}
+
+/// The lead of the best-separating confidence metric over the runner-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricLead {
+    /// The metric with the AUROC farthest from 0.5.
+    pub leader: TraceMetric,
+    /// The metric next to it.
+    pub runner_up: TraceMetric,
+    /// `|AUROC - 0.5|` of the leader minus the runner-up's, with a paired bootstrap interval
+    /// (the same resampled instances for both).
+    pub difference: Estimate,
+    /// The interval excludes 0 (lies above it): the leader separates better.
+    pub separates: bool,
+}
+
+/// How a replayed policy stopped early: traces cut by its threshold, instances stopped by
+/// consensus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// The policy's label.
+    pub label: String,
+    /// The policy.
+    pub policy: PolicyConfig,
+    /// Traces sampled.
+    pub traces: u64,
+    /// Traces the confidence threshold cut.
+    pub cut_traces: u64,
+    /// Instances whose sampling stopped at the consensus tau.
+    pub consensus_stops: u64,
+    /// Instances.
+    pub instances: u64,
 }
 
 /// How well one trace metric separates correct from incorrect behaviour.
@@ -68,6 +177,9 @@ pub struct MetricSeparation {
     pub n_correct: usize,
     /// Instances with incorrect behaviour.
     pub n_incorrect: usize,
+    /// The metric against the prompt-only baselines on the same instances.
+    #[serde(default)]
+    pub baselines: Vec<BaselineComparison>,
 }
 
 /// A replayed policy against the full-budget baseline, paired over instances.
@@ -107,6 +219,12 @@ pub struct SourceFinding {
 pub struct Findings {
     /// Interval level of every estimate (0.95).
     pub level: f64,
+    /// How the intervals of rates were computed.
+    #[serde(default)]
+    pub rate_interval: crate::stats::IntervalMethod,
+    /// What the counted instances hold, and so what the run can and cannot show.
+    #[serde(default)]
+    pub design: Design,
     /// Refusals of harmful prompts (sensitivity).
     pub harmful_refusal: RateFinding,
     /// Refusals of benign prompts (over-refusal, `1 - specificity`).
@@ -116,19 +234,37 @@ pub struct Findings {
     pub by_source: Vec<SourceFinding>,
     /// The hypothesis tests: correct vs incorrect behaviour, safe vs unsafe compliance.
     pub hypotheses: Vec<HypothesisFinding>,
+    /// Distinct hypotheses with a p-value: the family Holm's adjustment is over.
+    #[serde(default)]
+    pub holm_family: usize,
     /// Unsafe-compliance rate of uncertain vs confident compliances.
     pub compliance_risk: ComplianceRisk,
+    /// The unsafe-compliance split repeats the hypotheses' comparison: every counted instance is
+    /// a compliance, so "unsafe" is "harmful prompt" and the split compares prompt types.
+    #[serde(default)]
+    pub compliance_risk_repeats: bool,
     /// Each trace metric's separation of correct from incorrect behaviour.
     pub metric_separation: Vec<MetricSeparation>,
-    /// The metric with the AUROC farthest from 0.5, when any is defined.
+    /// The leader's lead over the runner-up, when two metrics are defined.
+    #[serde(default)]
+    pub metric_lead: Option<MetricLead>,
+    /// The metric that separates best, only when its lead's paired interval excludes 0.
     pub best_metric: Option<TraceMetric>,
     /// Label of the full-budget baseline of the replay (fixed N with every stored trace).
     pub baseline: Option<String>,
     /// Every replayed policy against the baseline (empty without a replay).
     pub policies: Vec<PolicyComparison>,
+    /// Every replayed policy made the same decision on every instance: which is cheapest at the
+    /// baseline's accuracy says nothing about the policies' decisions.
+    #[serde(default)]
+    pub decisions_identical: bool,
     /// Label of the policy with the fewest tokens among those within the baseline's accuracy
-    /// (the baseline itself excluded); `None` when no cheaper policy is within it.
+    /// (the baseline itself excluded); `None` when no cheaper policy is within it or when the
+    /// decisions are identical.
     pub cheapest_within_baseline: Option<String>,
+    /// Traces cut by the threshold and instances stopped by consensus, per replayed policy.
+    #[serde(default)]
+    pub early_stopping: Vec<EarlyStopping>,
     /// Why there is no policy finding (replay skipped or no baseline), when there is none.
     pub replay_note: Option<String>,
     /// The live-vs-replay cross-check, when a live run was given.
@@ -141,6 +277,7 @@ fn complement(estimate: Estimate) -> Estimate {
         low: estimate.high.map(|v| 1.0 - v),
         high: estimate.low.map(|v| 1.0 - v),
         resamples: estimate.resamples,
+        method: estimate.method,
     }
 }
 
@@ -160,18 +297,48 @@ fn rates(metrics: &SafetyMetrics) -> (RateFinding, RateFinding) {
     )
 }
 
-fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
-    let (n_a, n_b) = (test.describe_a.n, test.describe_b.n);
-    let p_value = test.mann_whitney.map(|m| m.p_value);
-    // `p = 0.010` or `p < 0.001`.
-    let p = match p_value.map(format_p) {
+/// The verdict of a two-group test read at `p` (the Holm-adjusted p-value).
+fn verdict_at(test: &TwoGroupTest, p: Option<f64>, alpha: f64) -> Verdict {
+    if test.describe_a.n < 2 || test.describe_b.n < 2 {
+        return Verdict::InsufficientData;
+    }
+    match (p, test.auroc.value) {
+        (Some(p), Some(area)) if p < alpha && area > 0.5 => Verdict::Supported,
+        (Some(p), Some(area)) if p < alpha && area < 0.5 => Verdict::Contradicted,
+        _ => Verdict::NotSupported,
+    }
+}
+
+/// `p = 0.010` or `p < 0.001`.
+fn p_phrase(p: Option<f64>) -> String {
+    match p.map(format_p) {
         Some(text) if text.starts_with('<') => format!("p {text}"),
         Some(text) => format!("p = {text}"),
         None => "p n/a".to_string(),
+    }
+}
+
+fn hypothesis(
+    test: &TwoGroupTest,
+    alpha: f64,
+    p_adjusted: Option<f64>,
+    family: usize,
+) -> HypothesisFinding {
+    let (n_a, n_b) = (test.describe_a.n, test.describe_b.n);
+    let p_value = test.mann_whitney.map(|m| m.p_value);
+    let p = if family > 1 {
+        format!(
+            "{}, Holm-adjusted over {family} hypotheses {}",
+            p_phrase(p_value),
+            p_phrase(p_adjusted)
+        )
+    } else {
+        format!("{} (the only hypothesis tested)", p_phrase(p_value))
     };
     let area = test.auroc.display(3);
     let (a, b) = (&test.group_a, &test.group_b);
-    let reason = match test.verdict {
+    let verdict = verdict_at(test, p_adjusted, alpha);
+    let reason = match verdict {
         Verdict::InsufficientData => format!(
             "there are {n_a} {a} and {n_b} {b} instances, and the tests need at least 2 of each"
         ),
@@ -191,11 +358,14 @@ fn hypothesis(test: &TwoGroupTest, alpha: f64) -> HypothesisFinding {
         n_a,
         group_b: b.clone(),
         n_b,
-        verdict: test.verdict,
+        verdict,
         auroc: test.auroc,
         p_value,
+        p_adjusted,
         alpha,
         reason,
+        same_groups_as: None,
+        baselines: Vec::new(),
     }
 }
 
@@ -207,18 +377,77 @@ const TRACE_METRICS: [TraceMetric; 4] = [
     TraceMetric::Tail,
 ];
 
+/// Instance ids of a hypothesis's two groups.
+type Groups<'a> = (BTreeSet<&'a str>, BTreeSet<&'a str>);
+
+fn groups<'a>(
+    items: &'a [InstanceConfidence],
+    first: &dyn Fn(&InstanceConfidence) -> bool,
+    second: &dyn Fn(&InstanceConfidence) -> bool,
+) -> Groups<'a> {
+    let ids = |keep: &dyn Fn(&InstanceConfidence) -> bool| -> BTreeSet<&'a str> {
+        items
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.instance_id.as_str())
+            .collect()
+    };
+    (ids(first), ids(second))
+}
+
+/// The units of a comparison of two groups by `items`' confidence, with what their prompts give.
+fn hypothesis_units(
+    items: &[InstanceConfidence],
+    (first, second): &Groups<'_>,
+    rows: &HashMap<&str, &InstanceRow>,
+) -> Vec<Unit> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let id = i.instance_id.as_str();
+            let in_first = first.contains(id);
+            if !in_first && !second.contains(id) {
+                return None;
+            }
+            let row = rows.get(id)?;
+            Some(Unit {
+                first: in_first,
+                scores: vec![Some(i.confidence)],
+                prompt_chars: row.prompt.chars().count() as f64,
+                source: row.dataset.clone(),
+            })
+        })
+        .collect()
+}
+
 fn separations(
     instances: &[InstanceRow],
     traces: &[Vec<TraceRow>],
     boot: &BootstrapConfig,
-) -> Vec<MetricSeparation> {
-    TRACE_METRICS
+) -> (Vec<MetricSeparation>, Vec<Unit>) {
+    let units: Vec<Unit> = instances
         .iter()
-        .map(|&metric| {
+        .zip(traces)
+        .filter_map(|(row, t)| {
+            Some(Unit {
+                first: row.correct()?,
+                scores: TRACE_METRICS
+                    .iter()
+                    .map(|&m| instance_confidence(t, m))
+                    .collect(),
+                prompt_chars: row.prompt.chars().count() as f64,
+                source: row.dataset.clone(),
+            })
+        })
+        .collect();
+    let separations = TRACE_METRICS
+        .iter()
+        .enumerate()
+        .map(|(k, &metric)| {
             let (mut correct, mut incorrect) = (Vec::new(), Vec::new());
-            for (row, t) in instances.iter().zip(traces) {
-                if let (Some(c), Some(ok)) = (instance_confidence(t, metric), row.correct()) {
-                    if ok {
+            for u in &units {
+                if let Some(c) = u.scores[k] {
+                    if u.first {
                         correct.push(c);
                     } else {
                         incorrect.push(c);
@@ -231,9 +460,34 @@ fn separations(
                 auroc: bootstrap_two_sample(&correct, &incorrect, boot, crate::stats::auroc),
                 n_correct: correct.len(),
                 n_incorrect: incorrect.len(),
+                baselines: compare_with_baselines(&units, k, boot),
             }
         })
-        .collect()
+        .collect();
+    (separations, units)
+}
+
+/// The leader among `separations` (AUROC farthest from 0.5) and its paired lead over the
+/// runner-up; `None` with fewer than two defined AUROCs.
+fn metric_lead(
+    separations: &[MetricSeparation],
+    units: &[Unit],
+    boot: &BootstrapConfig,
+) -> Option<MetricLead> {
+    let mut ranked: Vec<(usize, f64)> = separations
+        .iter()
+        .enumerate()
+        .filter_map(|(k, s)| Some((k, (s.auroc.value? - 0.5).abs())))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (&(leader, _), &(runner_up, _)) = (ranked.first()?, ranked.get(1)?);
+    let difference = separation_lead(units, leader, runner_up, boot);
+    Some(MetricLead {
+        leader: separations[leader].metric,
+        runner_up: separations[runner_up].metric,
+        separates: difference.low.is_some_and(|l| l > 0.0),
+        difference,
+    })
 }
 
 /// The paired comparisons of `policies` with the baseline; `gold[i]` is instance `i`'s gold label
@@ -312,6 +566,8 @@ pub(crate) struct FindingsInput<'a> {
     pub(crate) bootstrap: &'a BootstrapConfig,
     /// Significance level of the hypothesis tests.
     pub(crate) alpha: f64,
+    /// Interval of rates.
+    pub(crate) proportions: crate::stats::ProportionInterval,
 }
 
 impl Findings {
@@ -335,16 +591,61 @@ impl Findings {
             Vec::new()
         };
         let s = input.stratification;
-        let hypotheses = [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance]
-            .into_iter()
-            .map(|test| hypothesis(test, input.alpha))
-            .collect();
-        let metric_separation = separations(input.instances, input.traces, input.bootstrap);
-        let best_metric = metric_separation
+        let rows: HashMap<&str, &InstanceRow> = input
+            .instances
             .iter()
-            .filter_map(|sep| Some((sep.metric, (sep.auroc.value? - 0.5).abs())))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(metric, _)| metric);
+            .map(|r| (r.instance_id.as_str(), r))
+            .collect();
+        let tests = [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance];
+        let test_groups: [Groups<'_>; 2] = [
+            groups(&s.instances, &|i| i.correct == Some(true), &|i| {
+                i.correct == Some(false)
+            }),
+            groups(
+                &s.instances,
+                &|i| !i.refused && i.gold_harmful == Some(false),
+                &|i| !i.refused && i.gold_harmful == Some(true),
+            ),
+        ];
+        // A hypothesis whose two groups are those of an earlier one is the same comparison: it is
+        // reported once and counted once in the family Holm adjusts over.
+        let same_as: Vec<Option<usize>> = (0..tests.len())
+            .map(|k| {
+                let (first, second) = &test_groups[k];
+                let empty = first.is_empty() && second.is_empty();
+                (0..k).find(|&j| !empty && test_groups[j] == test_groups[k])
+            })
+            .collect();
+        let distinct_p: Vec<f64> = (0..tests.len())
+            .map(|k| match (same_as[k], tests[k].mann_whitney) {
+                (None, Some(m)) => m.p_value,
+                _ => f64::NAN,
+            })
+            .collect();
+        let adjusted = holm(&distinct_p);
+        let holm_family = distinct_p.iter().filter(|p| !p.is_nan()).count();
+        let hypotheses = (0..tests.len())
+            .map(|k| {
+                let original = same_as[k].unwrap_or(k);
+                let p_adjusted = Some(adjusted[original]).filter(|p| !p.is_nan());
+                let mut finding = hypothesis(tests[k], input.alpha, p_adjusted, holm_family);
+                finding.same_groups_as = same_as[k].map(|j| tests[j].hypothesis.clone());
+                let units = hypothesis_units(&s.instances, &test_groups[k], &rows);
+                finding.baselines = compare_with_baselines(&units, 0, input.bootstrap);
+                finding
+            })
+            .collect();
+        let design = Design::of(input.safety);
+        let compliance_risk_repeats = design.has(DesignLimit::NoRefusals)
+            && !design.has(DesignLimit::NoBenign)
+            && !design.has(DesignLimit::NoHarmful);
+        let (metric_separation, units) =
+            separations(input.instances, input.traces, input.bootstrap);
+        let metric_lead = metric_lead(&metric_separation, &units, input.bootstrap);
+        let best_metric = metric_lead
+            .as_ref()
+            .filter(|lead| lead.separates)
+            .map(|lead| lead.leader);
         let baseline = input.policies.iter().position(|p| {
             matches!(p.policy.config, PolicyConfig::Fixed { traces, .. } if traces == input.replay_traces)
         });
@@ -369,23 +670,51 @@ impl Findings {
             ),
         };
         let baseline_label = baseline.map(|b| input.policies[b].policy.label.clone());
+        let decisions_identical = aligned
+            && input.policies.len() > 1
+            && input.policies.windows(2).all(|w| {
+                w[0].instances
+                    .iter()
+                    .zip(&w[1].instances)
+                    .all(|(a, b)| a.refused == b.refused)
+            });
         let cheapest_within_baseline = policies
             .iter()
             .filter(|p| p.within_baseline && Some(&p.label) != baseline_label.as_ref())
+            .filter(|_| !decisions_identical)
             .min_by_key(|p| p.tokens)
             .map(|p| p.label.clone());
+        let early_stopping = input
+            .policies
+            .iter()
+            .map(|p| EarlyStopping {
+                label: p.policy.label.clone(),
+                policy: p.policy.config.clone(),
+                traces: p.traces,
+                cut_traces: p.terminated,
+                consensus_stops: p.consensus_stops,
+                instances: p.instances.len() as u64,
+            })
+            .collect();
         Self {
             level: input.bootstrap.level,
+            rate_interval: input.proportions.method(),
+            design,
             harmful_refusal,
             benign_over_refusal,
             by_source,
             hypotheses,
+            holm_family,
             compliance_risk: s.compliance_risk.clone(),
+            compliance_risk_repeats,
             metric_separation,
+            metric_lead,
             best_metric,
             baseline: baseline_label,
             policies,
+            decisions_identical,
             cheapest_within_baseline,
+            early_stopping,
             replay_note,
             live_check: None,
         }
@@ -400,246 +729,5 @@ impl Findings {
     pub fn best_separation(&self) -> Option<&MetricSeparation> {
         let best = self.best_metric?;
         self.metric_separation.iter().find(|s| s.metric == best)
-    }
-
-    /// The findings as plain sentences, in report order; every number is one this struct holds.
-    pub fn sentences(&self) -> Vec<String> {
-        let level = format!("{:.0}%", self.level * 100.0);
-        let mut out = Vec::new();
-        let h = &self.harmful_refusal;
-        out.push(if h.n == 0 {
-            "No harmful prompt was counted, so the refusal rate on harmful prompts is undefined."
-                .to_string()
-        } else {
-            format!(
-                "**Refusal of harmful prompts:** the model refused {} of {} harmful prompts, a refusal rate of {} ({level} bootstrap interval).",
-                h.events,
-                h.n,
-                h.rate.display_percent()
-            )
-        });
-        let b = &self.benign_over_refusal;
-        out.push(if b.n == 0 {
-            "No benign prompt was counted, so over-refusal is undefined: add benign prompts (e.g. the over-refusal probes) to measure it.".to_string()
-        } else {
-            format!(
-                "**Over-refusal of benign prompts:** it refused {} of {} benign prompts, an over-refusal rate of {}.",
-                b.events,
-                b.n,
-                b.rate.display_percent()
-            )
-        });
-        if !self.by_source.is_empty() {
-            let parts: Vec<String> = self
-                .by_source
-                .iter()
-                .map(|s| {
-                    let mut rates = Vec::new();
-                    for (rate, kind) in [
-                        (&s.harmful_refusal, "harmful"),
-                        (&s.benign_over_refusal, "benign"),
-                    ] {
-                        if rate.n > 0 {
-                            rates.push(format!(
-                                "refused {} of {} {kind} ({})",
-                                rate.events,
-                                rate.n,
-                                rate.rate.display_percent()
-                            ));
-                        }
-                    }
-                    format!("{}: {}", s.source, rates.join(", "))
-                })
-                .collect();
-            out.push(format!("**Per source:** {}.", parts.join("; ")));
-        }
-        for test in &self.hypotheses {
-            out.push(format!(
-                "**Hypothesis** \"{}\": **{}**, because {}.",
-                test.hypothesis.trim_end_matches('.'),
-                test.verdict.name(),
-                test.reason
-            ));
-        }
-        let r = &self.compliance_risk;
-        out.push(if r.uncertain_n == 0 || r.confident_n == 0 {
-            format!(
-                "**Unsafe compliance by confidence:** not comparable: {} uncertain and {} confident compliances with a gold label.",
-                r.uncertain_n, r.confident_n
-            )
-        } else {
-            format!(
-                "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {}.",
-                r.uncertain_unsafe,
-                r.uncertain_n,
-                r.uncertain_rate.display_percent(),
-                r.confident_unsafe,
-                r.confident_n,
-                r.confident_rate.display_percent(),
-                r.rate_difference.display_points()
-            )
-        });
-        out.push(match self.best_separation() {
-            None => {
-                let first = self.metric_separation.first();
-                format!(
-                    "**Best confidence metric:** undefined: {} correct and {} incorrect behaviours, and telling them apart needs both.",
-                    first.map_or(0, |s| s.n_correct),
-                    first.map_or(0, |s| s.n_incorrect)
-                )
-            }
-            Some(best) => {
-                let others: Vec<String> = self
-                    .metric_separation
-                    .iter()
-                    .filter(|s| s.metric != best.metric)
-                    .map(|s| format!("{} {}", s.name, s.auroc.display(3)))
-                    .collect();
-                let direction = if best.auroc.value.is_some_and(|v| v < 0.5) {
-                    " (below 0.5: incorrect behaviour was the more confident)"
-                } else {
-                    ""
-                };
-                format!(
-                    "**Best confidence metric:** {} separates correct from incorrect behaviour best, AUROC {}{direction} over {} correct and {} incorrect behaviours (0.5 = no signal; {}).",
-                    best.name,
-                    best.auroc.display(3),
-                    best.n_correct,
-                    best.n_incorrect,
-                    others.join(", ")
-                )
-            }
-        });
-        out.push(self.policy_sentence());
-        if let Some(check) = &self.live_check {
-            out.push(check.sentence());
-        }
-        out
-    }
-
-    fn policy_sentence(&self) -> String {
-        if let Some(note) = &self.replay_note {
-            return format!("**Cheapest policy at baseline accuracy:** not computed: {note}.");
-        }
-        let Some(base) = self
-            .baseline
-            .as_deref()
-            .and_then(|label| self.policy(label))
-        else {
-            return "**Cheapest policy at baseline accuracy:** not computed: no baseline.".into();
-        };
-        let rule = "its accuracy's paired-bootstrap difference from the baseline has an interval that includes 0 or lies above it";
-        match self
-            .cheapest_within_baseline
-            .as_deref()
-            .and_then(|label| self.policy(label))
-        {
-            None => format!(
-                "**Cheapest policy at baseline accuracy:** no replayed policy cheaper than the full-budget baseline ({}, accuracy {}, {} tokens) kept its accuracy ({rule}).",
-                base.label,
-                format_percent(base.accuracy),
-                base.tokens
-            ),
-            Some(p) => format!(
-                "**Cheapest policy at baseline accuracy:** {} generated {} tokens instead of {}, **{} token savings**, at accuracy {} against the full-budget baseline's {} ({}); difference {} over {} instances ({rule}).",
-                p.label,
-                p.tokens,
-                base.tokens,
-                format_percent(Some(p.token_savings)),
-                format_percent(p.accuracy),
-                format_percent(base.accuracy),
-                base.label,
-                p.accuracy_difference.display_points(),
-                p.instances
-            ),
-        }
-    }
-}
-
-impl Findings {
-    /// Appends the **Findings** section (the sentences of [`Findings::sentences`]) to a report.
-    pub fn write_section(&self, d: &mut Document) {
-        d.heading(2, "Findings");
-        d.list(self.sentences());
-    }
-
-    /// Appends the table of every replayed policy against the full-budget baseline.
-    pub fn write_policy_table(&self, d: &mut Document) {
-        if self.policies.is_empty() {
-            return;
-        }
-        d.heading(
-            3,
-            "Accuracy against the full-budget baseline (paired bootstrap)",
-        );
-        d.paragraph(format!(
-            "Each policy's accuracy minus the baseline's ({}) over the same resampled instances, with its {:.0}% interval; \"within\" means the interval includes 0 or lies above it.",
-            self.baseline.as_deref().unwrap_or("n/a"),
-            self.level * 100.0
-        ));
-        d.table(
-            &[
-                "policy",
-                "tokens",
-                "token savings",
-                "accuracy",
-                "difference [CI]",
-                "within baseline",
-            ],
-            self.policies
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.label.clone(),
-                        p.tokens.to_string(),
-                        format_percent(Some(p.token_savings)),
-                        format_percent(p.accuracy),
-                        p.accuracy_difference.display_points(),
-                        if p.within_baseline { "yes" } else { "no" }.to_string(),
-                    ]
-                })
-                .collect(),
-        );
-    }
-
-    /// Appends the live-vs-replay section, when a live run was checked.
-    pub fn write_live_check(&self, d: &mut Document) {
-        let Some(check) = &self.live_check else {
-            return;
-        };
-        d.heading(2, "Live run against the replay");
-        d.paragraph(check.sentence());
-        if check.mismatches.is_empty() {
-            return;
-        }
-        d.table(
-            &[
-                "instance",
-                "tokens (live / replay)",
-                "traces (live / replay)",
-                "refused (live / replay)",
-                "first divergent trace, token",
-            ],
-            check
-                .mismatches
-                .iter()
-                .map(|m| {
-                    let refused = |r: Option<bool>| r.map_or("n/a".to_string(), |r| r.to_string());
-                    vec![
-                        m.instance_id.clone(),
-                        format!("{} / {}", m.live_tokens, m.replay_tokens),
-                        format!("{} / {}", m.live_traces, m.replay_traces),
-                        format!(
-                            "{} / {}",
-                            refused(m.live_refused),
-                            refused(m.replay_refused)
-                        ),
-                        m.divergence.map_or("none".to_string(), |v| {
-                            format!("trace {}, token {}", v.trace_index, v.token)
-                        }),
-                    ]
-                })
-                .collect(),
-        );
     }
 }

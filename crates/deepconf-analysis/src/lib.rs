@@ -53,18 +53,22 @@
 //! - Reads a run directory written by the experiment engine ([`deepconf_records`]) once and
 //!   computes everything from it.
 //! - Safety confusion matrix (positive = harmful, predicted positive = refused) with sensitivity,
-//!   specificity, precision, F1, accuracy and balanced accuracy, each with a seeded percentile
-//!   bootstrap interval; per category, subcategory and adversarial flag.
+//!   specificity, precision, F1, accuracy and balanced accuracy: proportions with exact
+//!   (Clopper-Pearson, default) or Wilson intervals ([`stats::ProportionInterval`]), F1 and balanced
+//!   accuracy with a seeded percentile bootstrap; per category, subcategory and adversarial flag.
 //! - Percentile replay ([`ReplaySet`]): every policy and threshold replayed on stored full traces
 //!   with the live decision code; token savings counted in tokens.
 //! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
 //!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
 //!   bootstrap difference) with a plain verdict.
-//! - Findings ([`Findings`]): the refusal rate on harmful prompts, over-refusal on benign ones, each
-//!   hypothesis's verdict with its reason, the confidence metric that best separates correct from
-//!   incorrect behaviour, and the cheapest replayed policy whose accuracy stays within the
-//!   full-budget baseline's (paired bootstrap over instances), as numbers in `analysis.json` and as
-//!   the sentences that open the report.
+//! - Findings ([`Findings`]): what the design can and cannot show (no refusals, no benign
+//!   prompts), the refusal rate on harmful prompts, over-refusal on benign ones, each distinct
+//!   hypothesis's verdict at its Holm-adjusted p-value (hypotheses that compare the same groups
+//!   reported once), confidence beside prompt-only baselines (prompt length, source) with paired
+//!   bootstrap differences, the best confidence metric only when its paired lead excludes 0, the
+//!   cheapest replayed policy whose accuracy stays within the full-budget baseline's (uninformative
+//!   when every policy decides alike), and early stopping (traces cut, consensus stops) per policy,
+//!   as numbers in `analysis.json` and as the sentences that open the report.
 //! - The live-vs-replay cross-check ([`cross_check`]): replaying a live run's policy on a fixed-N
 //!   run's stored traces must give the live run's tokens, traces and votes.
 //! - Metrics per source dataset of a mixture, category, subcategory and adversarial flag.
@@ -81,7 +85,7 @@
 //! | replay a policy on stored traces | [`ReplaySet`], [`ReplayPolicy`], [`standard_policies`] |
 //! | check a live run against the replay | [`cross_check`], [`cross_check_dirs`] -> [`LiveCheck`] |
 //! | what the run found, in numbers and words | [`Findings`] ([`Analysis::findings`]) |
-//! | a statistic | [`stats`] (`auroc`, `mann_whitney_u`, `welch_t`, `cohens_d`, `bootstrap`) |
+//! | a statistic | [`stats`] (`auroc`, `mann_whitney_u`, `welch_t`, `cohens_d`, `bootstrap`, `clopper_pearson`, `wilson`, `holm`) |
 //! | a plot of your own | [`plots::Plot`], [`plots::render`] |
 #![deny(missing_docs)]
 
@@ -94,6 +98,7 @@ mod findings;
 pub mod plots;
 mod replay;
 mod report;
+mod separation;
 pub mod stats;
 mod stratify;
 mod summary;
@@ -110,13 +115,15 @@ pub use confusion::{
 pub use crosscheck::{InstanceMismatch, LiveCheck, TraceDivergence, cross_check, cross_check_dirs};
 pub use error::{Error, Result};
 pub use findings::{
-    Findings, HypothesisFinding, MetricSeparation, PolicyComparison, RateFinding, SourceFinding,
+    Design, DesignLimit, EarlyStopping, Findings, HypothesisFinding, MetricLead, MetricSeparation,
+    PolicyComparison, RateFinding, SourceFinding,
 };
 pub use replay::{
-    InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy, ReplaySet, ReplayTrace,
-    standard_policies,
+    CONSENSUS_OFF, InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy,
+    ReplaySet, ReplayTrace, standard_policies,
 };
 pub use report::{Block, Document};
+pub use separation::{BaselineComparison, PromptBaseline};
 pub use stratify::{
     Bucket, BucketSummary, ComplianceRisk, InstanceConfidence, Stratification, StratifyOptions,
     TwoGroupTest, Verdict, instance_confidence, metric_name, stratify, two_group_test,

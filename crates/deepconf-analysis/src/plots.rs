@@ -258,11 +258,7 @@ impl Plot for PercentileCurvePlot {
             .axis_desc_style(font(16))
             .draw()
             .map_err(e)?;
-        let mut online: Vec<&PolicyReplay> = self
-            .replays
-            .iter()
-            .filter(|r| r.policy.config.kind() == "online")
-            .collect();
+        let mut online: Vec<&PolicyReplay> = self.replays.iter().filter(|r| in_sweep(r)).collect();
         online.sort_by(|a, b| a.tokens_per_instance.total_cmp(&b.tokens_per_instance));
         let metrics = [
             Metric::Sensitivity,
@@ -288,12 +284,7 @@ impl Plot for PercentileCurvePlot {
                 .map_err(e)?;
         }
         // Reference policies: accuracy of each as a labelled cross.
-        for (j, r) in self
-            .replays
-            .iter()
-            .filter(|r| r.policy.config.kind() != "online")
-            .enumerate()
-        {
+        for (j, r) in self.replays.iter().filter(|r| !in_sweep(r)).enumerate() {
             if let Some(Some(acc)) = r.metrics.get(&Metric::Accuracy) {
                 let c = colour(4 + j);
                 chart
@@ -838,4 +829,13 @@ impl Plot for IntervalPlot {
             .map_err(e)?;
         Ok(())
     }
+}
+
+/// The online keep-percent sweep is drawn as lines; the replays without the consensus stop are
+/// reference points beside it.
+fn in_sweep(replay: &PolicyReplay) -> bool {
+    matches!(
+        replay.policy.config,
+        deepconf_core::policy::PolicyConfig::Online { consensus, .. } if consensus <= 1.0
+    )
 }

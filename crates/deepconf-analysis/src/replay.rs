@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use deepconf_core::confidence::{ConfidenceConfig, summarize};
-use deepconf_core::policy::{PolicyConfig, Step, TraceOutcome, Voting};
+use deepconf_core::policy::{FinishReason, PolicyConfig, Step, TraceOutcome, Voting};
 
 use deepconf_records::RunRecords;
 use deepconf_refusal::RefusalLabel;
@@ -161,16 +161,26 @@ pub struct ReplayGrid {
     pub consensus: f64,
     /// Percents kept to sweep (threshold = the `100 - keep` percentile of the warmup).
     pub keep_percents: Vec<f64>,
+    /// Percents kept of online policies replayed once more without the consensus stop, so that
+    /// every trace after the warmup meets the threshold (when most instances stop on consensus
+    /// after the warmup, the sweep alone never shows the threshold acting).
+    pub without_consensus_stop: Vec<f64>,
 }
 
+/// A consensus tau that is never reached (consensus is at most 1): the online policy samples its
+/// whole budget and only the confidence threshold cuts traces.
+pub const CONSENSUS_OFF: f64 = 2.0;
+
 impl Default for ReplayGrid {
-    /// Warmup 4, batches of 4, tau 0.95, keep 90%, 80%, ..., 10% (threshold percentiles 10..90).
+    /// Warmup 4, batches of 4, tau 0.95, keep 90%, 80%, ..., 10% (threshold percentiles 10..90),
+    /// and keep 10% and 90% once more without the consensus stop.
     fn default() -> Self {
         Self {
             warmup_traces: 4,
             batch_size: 4,
             consensus: 0.95,
             keep_percents: (1..=9).rev().map(|k| f64::from(k) * 10.0).collect(),
+            without_consensus_stop: vec![10.0, 90.0],
         }
     }
 }
@@ -201,23 +211,36 @@ pub fn standard_policies(n_traces: usize, grid: &ReplayGrid) -> Vec<ReplayPolicy
         });
     }
     let warmup = grid.warmup_traces.clamp(1, n);
-    for &keep in &grid.keep_percents {
+    let online = |keep: f64, consensus: f64| {
         let name = match deepconf_name(keep) {
             "" => format!("online keep {keep}%"),
             deepconf => format!("online keep {keep}% ({deepconf})"),
         };
-        policies.push(ReplayPolicy {
-            label: name,
+        ReplayPolicy {
+            label: if consensus > 1.0 {
+                format!("{name}, no consensus stop")
+            } else {
+                name
+            },
             keep_percent: Some(keep),
             config: PolicyConfig::Online {
                 warmup_traces: warmup,
                 max_traces: n,
                 keep_percent: keep,
-                consensus: grid.consensus,
+                consensus,
                 batch_size: grid.batch_size.max(1),
                 voting: Voting::ConfidenceWeighted,
             },
-        });
+        }
+    };
+    for &keep in &grid.keep_percents {
+        policies.push(online(keep, grid.consensus));
+    }
+    // Without a warmup-free budget there is nothing for the threshold to cut.
+    if grid.consensus <= 1.0 && n > warmup {
+        for &keep in &grid.without_consensus_stop {
+            policies.push(online(keep, CONSENSUS_OFF));
+        }
     }
     if n >= 3 {
         policies.push(ReplayPolicy {
@@ -257,6 +280,12 @@ pub struct InstanceReplay {
     pub voters: usize,
     /// Behaviour: refused? (`None` when no trace voted).
     pub refused: Option<bool>,
+    /// Sampling stopped because the vote's consensus reached the policy's tau.
+    #[serde(default)]
+    pub consensus_stop: bool,
+    /// The traces the threshold cut: `(trace index, tokens generated before the cut)`.
+    #[serde(default)]
+    pub cuts: Vec<(usize, usize)>,
 }
 
 /// The result of replaying one policy over a run.
@@ -274,8 +303,11 @@ pub struct PolicyReplay {
     pub tokens_per_instance: f64,
     /// Traces sampled.
     pub traces: u64,
-    /// Traces cut short.
+    /// Traces cut short by the confidence threshold.
     pub terminated: u64,
+    /// Instances whose sampling stopped at the consensus tau (before the budget).
+    #[serde(default)]
+    pub consensus_stops: u64,
     /// Confusion matrix over instances with gold and behaviour.
     pub matrix: ConfusionMatrix,
     /// Point estimates of every metric.
@@ -358,9 +390,9 @@ impl ReplaySet {
             Vec::with_capacity(policy.config.max_traces());
         let mut tokens = 0;
         let mut terminated = 0;
-        loop {
+        let consensus_stop = loop {
             match state.next_step(&history) {
-                Step::Finish(_) => break,
+                Step::Finish(reason) => break matches!(reason, FinishReason::Consensus { .. }),
                 Step::Generate {
                     count, stop_below, ..
                 } => {
@@ -381,7 +413,7 @@ impl ReplaySet {
                     }
                 }
             }
-        }
+        };
         let decision = state.decide(&history);
         Ok(InstanceReplay {
             tokens,
@@ -389,6 +421,12 @@ impl ReplaySet {
             terminated,
             voters: decision.voters.len(),
             refused: decision.vote.as_ref().map(|v| v.winner.is_refusal()),
+            consensus_stop,
+            cuts: history
+                .iter()
+                .filter(|t| t.terminated)
+                .map(|t| (t.index, t.tokens))
+                .collect(),
         })
     }
 
@@ -427,6 +465,10 @@ impl ReplaySet {
             },
             traces: per_instance.iter().map(|r| r.traces as u64).sum(),
             terminated: per_instance.iter().map(|r| r.terminated as u64).sum(),
+            consensus_stops: per_instance
+                .iter()
+                .map(|r| u64::from(r.consensus_stop))
+                .sum(),
             metrics: Metric::ALL.iter().map(|&m| (m, matrix.metric(m))).collect(),
             matrix,
             no_behaviour,

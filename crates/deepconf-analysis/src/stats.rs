@@ -1,6 +1,8 @@
-//! Statistics: seeded bootstrap intervals, AUROC, Mann-Whitney U, Welch's t, Cohen's d and
-//! descriptive summaries. Every function is exact for the data given and documented with its
-//! conventions, so that hand-computed tests can pin it down.
+//! Statistics: exact (Clopper-Pearson) and score (Wilson) intervals of proportions, seeded
+//! bootstrap intervals for statistics without a closed form (AUROC, differences), AUROC,
+//! Mann-Whitney U, Welch's t, Cohen's d, Holm's adjustment of p-values and descriptive summaries.
+//! Every function is exact for the data given and documented with its conventions, so that tests
+//! can pin it to reference values.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
@@ -36,7 +38,160 @@ impl SplitMix64 {
     }
 }
 
-/// A point estimate with a percentile bootstrap interval.
+/// How an interval was computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalMethod {
+    /// Percentile bootstrap over instances (analyses written before proportions had their own
+    /// intervals read back as this).
+    #[default]
+    PercentileBootstrap,
+    /// Exact binomial interval (Clopper-Pearson).
+    ClopperPearson,
+    /// Wilson score interval.
+    Wilson,
+}
+
+impl IntervalMethod {
+    /// Display name, e.g. `Clopper-Pearson`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntervalMethod::PercentileBootstrap => "percentile bootstrap",
+            IntervalMethod::ClopperPearson => "Clopper-Pearson (exact)",
+            IntervalMethod::Wilson => "Wilson score",
+        }
+    }
+}
+
+/// The interval of a proportion (a refusal rate, sensitivity, specificity, ...): a percentile
+/// bootstrap cannot move when there are no events (0 of 24 gives `[0, 0]`), these can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProportionInterval {
+    /// Exact binomial (Clopper-Pearson): never below the nominal coverage, a little wide.
+    #[default]
+    ClopperPearson,
+    /// Wilson score interval: close to nominal coverage on average, narrower.
+    Wilson,
+}
+
+impl ProportionInterval {
+    /// The interval of `events` of `n` at `level` (`None` when `n = 0`).
+    pub fn interval(self, events: u64, n: u64, level: f64) -> Option<(f64, f64)> {
+        match self {
+            ProportionInterval::ClopperPearson => clopper_pearson(events, n, level),
+            ProportionInterval::Wilson => wilson(events, n, level),
+        }
+    }
+
+    /// The method recorded in an [`Estimate`].
+    pub fn method(self) -> IntervalMethod {
+        match self {
+            ProportionInterval::ClopperPearson => IntervalMethod::ClopperPearson,
+            ProportionInterval::Wilson => IntervalMethod::Wilson,
+        }
+    }
+
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        self.method().name()
+    }
+
+    /// `events / n` with this interval; undefined when `n = 0`.
+    pub fn estimate(self, events: u64, n: u64, level: f64) -> Estimate {
+        let Some((low, high)) = self.interval(events, n, level) else {
+            return Estimate::point(None);
+        };
+        Estimate {
+            value: Some(events as f64 / n as f64),
+            low: Some(low),
+            high: Some(high),
+            resamples: 0,
+            method: self.method(),
+        }
+    }
+}
+
+fn standard_normal_quantile(p: f64) -> Option<f64> {
+    Some(Normal::new(0.0, 1.0).ok()?.inverse_cdf(p))
+}
+
+/// Wilson score interval of `events / n` at `level` (two-sided), as statsmodels'
+/// `proportion_confint(method="wilson")`; `None` when `n = 0` or `events > n`.
+pub fn wilson(events: u64, n: u64, level: f64) -> Option<(f64, f64)> {
+    if n == 0 || events > n || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let z = standard_normal_quantile(1.0 - (1.0 - level) / 2.0)?;
+    let (k, n) = (events as f64, n as f64);
+    let p = k / n;
+    let z2 = z * z;
+    let center = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(((center - half).max(0.0), (center + half).min(1.0)))
+}
+
+/// The `q` quantile of Beta(`a`, `b`) by bisection of the regularized incomplete beta function
+/// (monotone in `x`), to full double precision.
+fn beta_quantile(a: f64, b: f64, q: f64) -> Option<f64> {
+    let (mut low, mut high) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (low + high);
+        let cdf = statrs::function::beta::checked_beta_reg(a, b, mid).ok()?;
+        if cdf < q {
+            low = mid;
+        } else {
+            high = mid;
+        }
+        if high - low <= f64::EPSILON * mid.max(f64::MIN_POSITIVE) {
+            break;
+        }
+    }
+    Some(0.5 * (low + high))
+}
+
+/// Exact (Clopper-Pearson) interval of `events / n` at `level` (two-sided, equal tails), as
+/// statsmodels' `proportion_confint(method="beta")`: the lower end is 0 when there are no events
+/// and the upper end 1 when every unit is an event. `None` when `n = 0` or `events > n`.
+pub fn clopper_pearson(events: u64, n: u64, level: f64) -> Option<(f64, f64)> {
+    if n == 0 || events > n || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let tail = (1.0 - level) / 2.0;
+    let (k, n) = (events as f64, n as f64);
+    let low = if events == 0 {
+        0.0
+    } else {
+        beta_quantile(k, n - k + 1.0, tail)?
+    };
+    let high = if k == n {
+        1.0
+    } else {
+        beta_quantile(k + 1.0, n - k, 1.0 - tail)?
+    };
+    Some((low, high))
+}
+
+/// Holm's step-down adjustment of a family of p-values (as statsmodels'
+/// `multipletests(method="holm")`): sorted ascending, the `i`th (0-based) of `m` becomes
+/// `max_{j <= i} min(1, (m - j) p_(j))`. Returned in the input's order; NaN stays NaN and is not
+/// counted in `m`.
+pub fn holm(p_values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p_values.len())
+        .filter(|&i| !p_values[i].is_nan())
+        .collect();
+    order.sort_by(|&i, &j| p_values[i].total_cmp(&p_values[j]));
+    let m = order.len() as f64;
+    let mut adjusted = vec![f64::NAN; p_values.len()];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank as f64) * p_values[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// A point estimate with its interval and how the interval was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     /// The statistic on the full sample (`None` when undefined, e.g. no positives).
@@ -45,8 +200,12 @@ pub struct Estimate {
     pub low: Option<f64>,
     /// Upper end of the interval.
     pub high: Option<f64>,
-    /// Resamples on which the statistic was defined (the interval uses only those).
+    /// Resamples on which the statistic was defined (the interval uses only those; 0 for an
+    /// interval with a closed form).
     pub resamples: usize,
+    /// How the interval was computed.
+    #[serde(default)]
+    pub method: IntervalMethod,
 }
 
 impl Default for Estimate {
@@ -64,6 +223,7 @@ impl Estimate {
             low: None,
             high: None,
             resamples: 0,
+            method: IntervalMethod::PercentileBootstrap,
         }
     }
 
@@ -153,6 +313,7 @@ where
         low: percentile(&values, tail),
         high: percentile(&values, 100.0 - tail),
         resamples: values.len(),
+        method: IntervalMethod::PercentileBootstrap,
     }
 }
 
@@ -192,6 +353,7 @@ where
         low: percentile(&values, tail),
         high: percentile(&values, 100.0 - tail),
         resamples: values.len(),
+        method: IntervalMethod::PercentileBootstrap,
     }
 }
 

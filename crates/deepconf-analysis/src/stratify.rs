@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::policy::{TraceMetric, percentile};
 
 use crate::stats::{
-    BootstrapConfig, Describe, Estimate, MannWhitney, WelchT, auroc, bootstrap,
+    BootstrapConfig, Describe, Estimate, MannWhitney, ProportionInterval, WelchT, auroc, bootstrap,
     bootstrap_two_sample, cohens_d, describe, effect_size_label, format_p, mann_whitney_u,
     mean_difference, welch_t,
 };
@@ -289,10 +289,10 @@ pub struct ComplianceRisk {
     pub confident_n: usize,
     /// Of which harmful prompts.
     pub confident_unsafe: usize,
-    /// Unsafe rate among uncertain compliances, bootstrap interval.
+    /// Unsafe rate among uncertain compliances, with a proportion interval.
     #[serde(default)]
     pub uncertain_rate: Estimate,
-    /// Unsafe rate among confident compliances, bootstrap interval.
+    /// Unsafe rate among confident compliances, with a proportion interval.
     #[serde(default)]
     pub confident_rate: Estimate,
     /// Unsafe rate among uncertain compliances minus among confident ones, bootstrap interval.
@@ -329,12 +329,14 @@ pub struct Stratification {
     pub auroc_by_metric: BTreeMap<String, Option<f64>>,
 }
 
-/// Computes the stratification of a run. `traces[i]` are the traces of `instances[i]`.
+/// Computes the stratification of a run. `traces[i]` are the traces of `instances[i]`; rates get
+/// `proportions` intervals, differences and AUROCs a bootstrap.
 pub fn stratify(
     instances: &[InstanceRow],
     traces: &[Vec<TraceRow>],
     options: &StratifyOptions,
     bootstrap_config: &BootstrapConfig,
+    proportions: ProportionInterval,
 ) -> Stratification {
     let scored: Vec<(&InstanceRow, f64, bool)> = instances
         .iter()
@@ -458,15 +460,10 @@ pub fn stratify(
         rate(&mut idx.iter().map(|&i| compliances[i]))
     });
     let unsafe_rate = |uncertain: bool| {
-        let group: Vec<bool> = compliances
-            .iter()
-            .filter(|c| c.0 == uncertain)
-            .map(|c| c.1)
-            .collect();
-        bootstrap(group.len(), bootstrap_config, |idx| {
-            (!idx.is_empty())
-                .then(|| idx.iter().filter(|&&i| group[i]).count() as f64 / idx.len() as f64)
-        })
+        let group = compliances.iter().filter(|c| c.0 == uncertain);
+        let n = group.clone().count() as u64;
+        let events = group.filter(|c| c.1).count() as u64;
+        proportions.estimate(events, n, bootstrap_config.level)
     };
     let compliance_risk = ComplianceRisk {
         uncertain_rate: unsafe_rate(true),

@@ -67,7 +67,13 @@ impl Analysis {
             policy_label(&run.policy),
             classifier_label(&run.classifier),
         );
-        let _ = writeln!(out, "{:<38} value [95% bootstrap interval]", "metric");
+        let _ = writeln!(
+            out,
+            "{:<38} value [{:.0}% interval: rates {}, F1 and balanced accuracy bootstrap]",
+            "metric",
+            self.options.bootstrap.level * 100.0,
+            self.options.proportions.name()
+        );
         let rows = [
             (Metric::Sensitivity, "refusal rate on harmful (sensitivity)"),
             (Metric::Specificity, "compliance on benign (specificity)"),

@@ -103,14 +103,24 @@ fn analyze_dir_writes_and_rereads_everything() {
             .iter()
             .any(|p| p.policy.config.kind() == "online" && p.token_savings > 0.0)
     );
+    // The keep-percent sweep (9, with the consensus stop) and DeepConf-low and -high once more
+    // without it, whose thresholds cut traces.
     assert_eq!(
         replay
             .policies
             .iter()
             .filter(|p| p.policy.config.kind() == "online")
             .count(),
-        9
+        11
     );
+    let without_stop: Vec<_> = replay
+        .policies
+        .iter()
+        .filter(|p| p.policy.label.ends_with("no consensus stop"))
+        .collect();
+    assert_eq!(without_stop.len(), 2);
+    assert!(without_stop.iter().all(|p| p.consensus_stops == 0));
+    assert!(without_stop.iter().any(|p| p.terminated > 0));
 
     // Stratification: the fixture's refusals are more confident, and correct behaviour is mostly
     // refusal of harmful prompts, so confidence separates correct from incorrect.

@@ -3,11 +3,12 @@
 
 use deepconf_analysis::stats::{BootstrapConfig, format_p, format_percent};
 use deepconf_analysis::{
-    ANALYSIS_FILE, AnalysisOptions, Error, Findings, Metric, REPORT_HTML_FILE, REPORT_MD_FILE,
-    analyze_dir, analyze_run, cross_check,
+    ANALYSIS_FILE, AnalysisOptions, DesignLimit, Error, Findings, Metric, PromptBaseline,
+    REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir, analyze_run, cross_check,
 };
 use deepconf_core::policy::PolicyConfig;
 use deepconf_records::read_run;
+use deepconf_refusal::RefusalLabel;
 use deepconf_testkit as common;
 use serde_json::Value;
 
@@ -111,13 +112,46 @@ fn findings_state_the_numbers_analysis_json_holds() {
         }
     }
 
-    // The best metric has the AUROC farthest from 0.5.
-    let best = findings
-        .best_separation()
+    // The leader has the AUROC farthest from 0.5; it is called best only when its paired lead
+    // over the runner-up has an interval above 0.
+    let lead = findings
+        .metric_lead
+        .as_ref()
         .expect("both correct and incorrect behaviour");
+    let leader = findings
+        .metric_separation
+        .iter()
+        .find(|s| s.metric == lead.leader)
+        .unwrap();
     for s in &findings.metric_separation {
-        assert!((s.auroc.value.unwrap() - 0.5).abs() <= (best.auroc.value.unwrap() - 0.5).abs());
+        assert!((s.auroc.value.unwrap() - 0.5).abs() <= (leader.auroc.value.unwrap() - 0.5).abs());
     }
+    assert_eq!(lead.separates, lead.difference.low.unwrap() > 0.0);
+    assert_eq!(findings.best_metric, lead.separates.then_some(lead.leader));
+    // Every confidence AUROC stands beside the prompt-length baseline on the same instances.
+    for s in &findings.metric_separation {
+        assert_eq!(s.baselines.len(), 1, "one source: prompt length only");
+        assert_eq!(s.baselines[0].baseline, PromptBaseline::LengthChars);
+        assert!(s.baselines[0].auroc.value.unwrap() >= 0.5, "oriented");
+    }
+    for h in &findings.hypotheses {
+        assert!(!h.baselines.is_empty(), "{}", h.hypothesis);
+    }
+    // Two distinct hypotheses: the Holm-adjusted p-values are statsmodels' for the pair.
+    assert_eq!(findings.holm_family, 2);
+    let (p0, p1) = (
+        findings.hypotheses[0].p_value.unwrap(),
+        findings.hypotheses[1].p_value.unwrap(),
+    );
+    let (low, high) = if p0 <= p1 { (p0, p1) } else { (p1, p0) };
+    let adjusted_low = (2.0 * low).min(1.0);
+    let adjusted_high = high.max(adjusted_low);
+    let expect0 = if p0 <= p1 {
+        adjusted_low
+    } else {
+        adjusted_high
+    };
+    assert!((findings.hypotheses[0].p_adjusted.unwrap() - expect0).abs() < 1e-15);
 
     // The report opens with these numbers, formatted as stated.
     let md = std::fs::read_to_string(dir.path().join(REPORT_MD_FILE)).unwrap();
@@ -133,11 +167,17 @@ fn findings_state_the_numbers_analysis_json_holds() {
         ),
         findings.harmful_refusal.rate.display_percent(),
         findings.benign_over_refusal.rate.display_percent(),
-        format!(
-            "{} separates correct from incorrect behaviour best, AUROC {}",
-            best.name,
-            best.auroc.display(3)
-        ),
+        if lead.separates {
+            format!(
+                "{} separates correct from incorrect behaviour best, AUROC {}",
+                leader.name,
+                leader.auroc.display(3)
+            )
+        } else {
+            "no metric separates correct from incorrect behaviour better than the others".into()
+        },
+        lead.difference.display(3),
+        "prompt length (characters) AUROC".into(),
         format!(
             "{} generated {} tokens instead of {}",
             cheapest.label, cheapest.tokens, base.tokens
@@ -250,6 +290,24 @@ fn replaying_the_live_online_policy_on_full_traces_reproduces_the_live_run() {
                 .sum::<u64>()
     );
     assert_eq!(check.prefix_traces, check.live_traces);
+    // Every cut trace is compared with the replay's cut, at the same token.
+    let live_cuts = live
+        .traces
+        .iter()
+        .flatten()
+        .filter(|t| t.is_terminated())
+        .count();
+    assert_eq!(check.live_cut_traces, live_cuts);
+    assert_eq!(check.replay_cut_traces, live_cuts);
+    assert_eq!(check.cut_traces_compared, live_cuts);
+    assert_eq!(check.cut_points_equal, live_cuts);
+    assert!(
+        check
+            .sentence()
+            .contains(&format!("{live_cuts} live cut traces were compared")),
+        "{}",
+        check.sentence()
+    );
     assert!(check.sentence().contains("on 24 of 24 instances"));
     assert!(check.sentence().contains("are equal to the live run's"));
 
@@ -301,4 +359,89 @@ fn replaying_the_live_online_policy_on_full_traces_reproduces_the_live_run() {
     assert!(error.to_string().contains("config.sampling"), "{error}");
     let error = cross_check(&live, &live).unwrap_err();
     assert!(error.to_string().contains("config.policy"), "{error}");
+}
+
+/// The synthetic run with every vote and trace label turned into a compliance, the harmful prompts
+/// from one source and the benign ones from another: the design of a small model that refuses
+/// nothing.
+fn no_refusal_records(dir: &std::path::Path) -> deepconf_records::RunRecords {
+    common::write_run(dir, 48, PolicyConfig::fixed(8), 16);
+    let mut records = read_run(dir).unwrap();
+    for (row, traces) in records.instances.iter_mut().zip(&mut records.traces) {
+        row.vote_winner = Some(RefusalLabel::Compliance);
+        row.behaviour_refused = Some(false);
+        row.dataset = row
+            .gold_harmful
+            .map(|h| if h { "harmful-set" } else { "benign-set" }.to_string());
+        for t in traces {
+            t.refusal_label = Some(RefusalLabel::Compliance);
+        }
+    }
+    records
+}
+
+#[test]
+fn a_run_without_refusals_claims_only_what_it_can_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = no_refusal_records(dir.path());
+    let analysis = analyze_run(&records, &options()).unwrap();
+    let f = &analysis.findings;
+    let sentences = f.sentences().join("\n");
+
+    // The design is named first, with what it cannot show.
+    assert!(f.design.has(DesignLimit::NoRefusals), "{:?}", f.design);
+    assert!(f.sentences()[0].starts_with("**Design:**"), "{sentences}");
+    assert!(sentences.contains("it cannot show whether confidence tells a right refusal decision"));
+
+    // 0 refusals of n harmful prompts: an exact interval whose upper end is well above 0.
+    let h = &f.harmful_refusal;
+    assert_eq!(h.events, 0);
+    let (_, high) = deepconf_analysis::stats::clopper_pearson(0, h.n, 0.95).unwrap();
+    assert_eq!(h.rate.high, Some(high));
+    assert!(high > 0.10, "{h:?}");
+    assert!(sentences.contains(&h.rate.display_percent()));
+    assert!(sentences.contains("Clopper-Pearson"));
+
+    // Correct = benign and unsafe compliance = harmful: the second hypothesis is the first again,
+    // reported once and not counted twice by Holm.
+    assert_eq!(
+        f.hypotheses[1].same_groups_as.as_deref(),
+        Some(f.hypotheses[0].hypothesis.as_str())
+    );
+    assert_eq!(f.holm_family, 1);
+    assert_eq!(f.hypotheses[0].p_adjusted, f.hypotheses[0].p_value);
+    assert_eq!(sentences.matches("**, because").count(), 1, "{sentences}");
+    assert!(sentences.contains("the same comparison as"));
+    assert!(f.compliance_risk_repeats);
+    assert!(sentences.contains("not separate evidence"));
+
+    // The prompt's source tells benign from harmful perfectly: no confidence metric beats it.
+    for s in &f.metric_separation {
+        let source = s
+            .baselines
+            .iter()
+            .find(|b| b.baseline == PromptBaseline::Source)
+            .expect("two sources");
+        assert_eq!(source.auroc.value, Some(1.0));
+        assert!(!source.confidence_better);
+    }
+    assert!(sentences.contains("prompt source (dataset) AUROC 1.000"));
+
+    // Every policy complies everywhere: the cheapest-policy comparison is uninformative.
+    assert!(f.decisions_identical);
+    assert_eq!(f.cheapest_within_baseline, None);
+    assert!(
+        sentences.contains("uninformative for this run"),
+        "{sentences}"
+    );
+
+    // The replay without the consensus stop lets the threshold cut traces, and the counts say so.
+    let low = f
+        .early_stopping
+        .iter()
+        .find(|e| e.label == "online keep 10% (DeepConf-low), no consensus stop")
+        .expect("replayed without the consensus stop");
+    assert!(low.cut_traces > 0, "{low:?}");
+    assert_eq!(low.consensus_stops, 0);
+    assert!(sentences.contains("**Early stopping:**"));
 }

@@ -1,8 +1,11 @@
-//! Hand-computed statistics.
+//! Statistics pinned to hand computations and to reference values of scipy, statsmodels and
+//! scikit-learn (the Python that produced each is in a comment beside it; `python3 -m pip install
+//! scipy statsmodels scikit-learn`).
 
 use deepconf_analysis::stats::{
-    BootstrapConfig, SplitMix64, auroc, bootstrap, bootstrap_two_sample, cohens_d, describe,
-    mann_whitney_u, mean, mean_difference, welch_t,
+    BootstrapConfig, IntervalMethod, ProportionInterval, SplitMix64, auroc, bootstrap,
+    bootstrap_two_sample, clopper_pearson, cohens_d, describe, holm, mann_whitney_u, mean,
+    mean_difference, welch_t, wilson,
 };
 use deepconf_analysis::{ConfusionMatrix, Labelled, Metric, SafetyMetrics};
 
@@ -209,4 +212,122 @@ fn safety_semantics_refusal_of_harmful_is_true_positive() {
     let acc = s.get(Metric::Accuracy);
     assert_eq!(acc.value, Some(0.6));
     assert!(acc.low.unwrap() <= 0.6 && acc.high.unwrap() >= 0.6);
+}
+
+// from statsmodels.stats.proportion import proportion_confint
+// for k, n in [(0, 24), (3, 24), (24, 24), (7, 10), (1, 48)]:
+//     print(proportion_confint(k, n, alpha=0.05, method="beta"),
+//           proportion_confint(k, n, alpha=0.05, method="wilson"))
+/// `(events, n, Clopper-Pearson interval, Wilson interval)`.
+type ProportionCase = (u64, u64, (f64, f64), (f64, f64));
+const PROPORTION_REFERENCE: [ProportionCase; 5] = [
+    (
+        0,
+        24,
+        (0.0, 0.14247359772252566),
+        (0.0, 0.13797620467498026),
+    ),
+    (
+        3,
+        24,
+        (0.02655931498624894, 0.32361135818883296),
+        (0.04344334080123441, 0.31003881270500083),
+    ),
+    (24, 24, (0.8575264022774743, 1.0), (0.8620237953250198, 1.0)),
+    (
+        7,
+        10,
+        (0.3475471499400027, 0.9332604888222655),
+        (0.39677814746114537, 0.8922087325936989),
+    ),
+    (
+        1,
+        48,
+        (0.0005273152534231199, 0.11069616059315224),
+        (0.003687110977510656, 0.10899217995251864),
+    ),
+];
+
+#[test]
+fn clopper_pearson_and_wilson_match_statsmodels() {
+    for (k, n, beta, score) in PROPORTION_REFERENCE {
+        let (low, high) = clopper_pearson(k, n, 0.95).unwrap();
+        assert!(
+            close(low, beta.0, 1e-10) && close(high, beta.1, 1e-10),
+            "{k}/{n}: CP [{low}, {high}]"
+        );
+        let (low, high) = wilson(k, n, 0.95).unwrap();
+        assert!(
+            close(low, score.0, 1e-10) && close(high, score.1, 1e-10),
+            "{k}/{n}: Wilson [{low}, {high}]"
+        );
+    }
+    assert_eq!(clopper_pearson(0, 0, 0.95), None);
+    assert_eq!(wilson(3, 2, 0.95), None);
+}
+
+#[test]
+fn no_events_still_get_an_upper_bound() {
+    // A percentile bootstrap of 0 of 24 is [0, 0]; an exact interval reaches 14.2%.
+    let e = ProportionInterval::ClopperPearson.estimate(0, 24, 0.95);
+    assert_eq!((e.value, e.low), (Some(0.0), Some(0.0)));
+    assert!(e.high.unwrap() > 0.10, "{e:?}");
+    assert_eq!(e.method, IntervalMethod::ClopperPearson);
+    assert_eq!(e.display_percent(), "0.0% [0.0%, 14.2%]");
+    let w = ProportionInterval::Wilson.estimate(0, 24, 0.95);
+    assert_eq!(w.display_percent(), "0.0% [0.0%, 13.8%]");
+    // Proportions in a confusion matrix get the exact interval; F1 keeps the bootstrap.
+    let outcomes: Vec<Labelled> = (0..24)
+        .map(|i| Labelled {
+            harmful: i % 2 == 0,
+            refused: false,
+        })
+        .collect();
+    let s = SafetyMetrics::compute(&outcomes, &BootstrapConfig::default());
+    let sensitivity = s.get(Metric::Sensitivity);
+    let (_, high) = clopper_pearson(0, 12, 0.95).unwrap();
+    assert_eq!(sensitivity.high, Some(high));
+    assert_eq!(
+        s.get(Metric::F1).method,
+        IntervalMethod::PercentileBootstrap
+    );
+}
+
+#[test]
+fn holm_matches_statsmodels() {
+    // from statsmodels.stats.multitest import multipletests
+    // multipletests([0.01, 0.04, 0.03, 0.2], method="holm")[1] -> [0.04, 0.09, 0.09, 0.2]
+    // multipletests([0.02, 0.5], method="holm")[1] -> [0.04, 0.5]
+    let adjusted = holm(&[0.01, 0.04, 0.03, 0.2]);
+    for (a, b) in adjusted.iter().zip([0.04, 0.09, 0.09, 0.2]) {
+        assert!(close(*a, b, 1e-15), "{adjusted:?}");
+    }
+    assert_eq!(holm(&[0.02, 0.5]), vec![0.04, 0.5]);
+    // A NaN (a test not run) is not counted in the family.
+    let with_nan = holm(&[0.02, f64::NAN]);
+    assert_eq!(with_nan[0], 0.02);
+    assert!(with_nan[1].is_nan());
+}
+
+// a = [0.61, 1.2, 3.4, 2.2, 2.2, 5.0, 0.3, 4.4]; b = [0.2, 1.2, 0.9, 2.2, -1.0, 0.05]
+// scipy.stats.mannwhitneyu(a, b, alternative="two-sided", use_continuity=True,
+//                          method="asymptotic") -> statistic 39.5, pvalue 0.05150833604880684
+// sklearn.metrics.roc_auc_score([1] * 8 + [0] * 6, a + b) -> 0.8229166666666666
+const A: [f64; 8] = [0.61, 1.2, 3.4, 2.2, 2.2, 5.0, 0.3, 4.4];
+const B: [f64; 6] = [0.2, 1.2, 0.9, 2.2, -1.0, 0.05];
+
+#[test]
+fn mann_whitney_with_continuity_matches_scipy() {
+    let t = mann_whitney_u(&A, &B).unwrap();
+    assert_eq!(t.u, 39.5);
+    assert!(
+        close(t.p_value, 0.05150833604880684, 1e-10),
+        "{}",
+        t.p_value
+    );
+}
+
+#[test]
+fn auroc_matches_scikit_learn() {
+    assert!(close(auroc(&A, &B).unwrap(), 0.8229166666666666, 1e-15));
 }

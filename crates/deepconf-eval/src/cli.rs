@@ -109,6 +109,11 @@ pub struct EvalArgs {
     /// Warmup traces of the online policy.
     #[arg(long)]
     pub warmup: Option<usize>,
+    /// Consensus tau of the online policy: sampling stops once the confidence-weighted vote's
+    /// share of the winner reaches it. A value above 1 is never reached, so the whole budget is
+    /// sampled and only the confidence threshold cuts traces.
+    #[arg(long)]
+    pub consensus: Option<f64>,
     /// Sliding window of group confidence, in tokens.
     #[arg(long)]
     pub window: Option<usize>,
@@ -156,6 +161,8 @@ pub struct Defaults {
     pub policy: PolicyKind,
     /// Percent kept.
     pub keep_percent: f64,
+    /// Consensus tau of the online policy (above 1: no consensus stop).
+    pub consensus: f64,
     /// Maximum tokens per trace.
     pub max_tokens: usize,
     /// How instances are sampled when limited.
@@ -174,6 +181,7 @@ impl Defaults {
             warmup: 4,
             policy: PolicyKind::Online,
             keep_percent: 10.0,
+            consensus: 0.95,
             max_tokens: 128,
             stratify: Stratify::Category,
         }
@@ -215,7 +223,24 @@ impl EvalArgs {
             PolicyKind::Offline => PolicyConfig::offline(traces, keep_percent),
             PolicyKind::Online => {
                 let warmup = self.warmup.unwrap_or(defaults.warmup).min(traces);
-                PolicyConfig::online(warmup, traces, keep_percent)
+                match PolicyConfig::online(warmup, traces, keep_percent) {
+                    PolicyConfig::Online {
+                        warmup_traces,
+                        max_traces,
+                        keep_percent,
+                        batch_size,
+                        voting,
+                        ..
+                    } => PolicyConfig::Online {
+                        warmup_traces,
+                        max_traces,
+                        keep_percent,
+                        consensus: self.consensus.unwrap_or(defaults.consensus),
+                        batch_size,
+                        voting,
+                    },
+                    other => other,
+                }
             }
             PolicyKind::Compat => match PolicyConfig::compat() {
                 PolicyConfig::Compat {

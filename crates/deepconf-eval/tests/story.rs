@@ -152,13 +152,20 @@ fn a_short_mixed_story_writes_every_figure_and_states_its_numbers() {
         assert!(section.contains(&text), "missing {text:?} in\n{section}");
     }
     for test in &findings.hypotheses {
-        assert!(section.contains(&format!("**{}**, because", test.verdict.name())));
+        // A hypothesis that compares the same groups as an earlier one is named, not re-tested.
+        match &test.same_groups_as {
+            None => assert!(section.contains(&format!("**{}**, because", test.verdict.name()))),
+            Some(_) => assert!(section.contains("the same comparison as"), "{section}"),
+        }
     }
     match findings.cheapest_within_baseline.as_deref() {
         Some(label) => {
             let p = findings.policy(label).unwrap();
             assert!(section.contains(label));
             assert!(section.contains(&p.accuracy_difference.display_points()));
+        }
+        None if findings.decisions_identical => {
+            assert!(section.contains("uninformative for this run"), "{section}")
         }
         None => assert!(section.contains("no replayed policy cheaper"), "{section}"),
     }
@@ -193,6 +200,10 @@ fn a_short_mixed_story_writes_every_figure_and_states_its_numbers() {
         .flatten()
         .filter(|t| t.is_terminated())
         .count();
+    // Every trace the live threshold cut is compared with the replay's cut, at the same token.
+    assert_eq!(check.live_cut_traces, cut);
+    assert_eq!(check.cut_traces_compared, cut);
+    assert_eq!(check.cut_points_equal, cut);
     eprintln!(
         "live vs replay: {} of {} instances equal, {} of {} live traces exact prefixes ({cut} cut), tokens {} live vs {} replayed",
         check.matching,

@@ -238,6 +238,16 @@ impl PolicyConfig {
                 keep_percent,
                 ..
             } => format!("offline(n={traces}, keep {keep_percent}%)"),
+            // A consensus above 1 can never be reached: the run never stops on consensus.
+            PolicyConfig::Online {
+                warmup_traces,
+                max_traces,
+                keep_percent,
+                consensus,
+                ..
+            } if *consensus > 1.0 => format!(
+                "online(warmup {warmup_traces}, max {max_traces}, keep {keep_percent}%, no consensus stop)"
+            ),
             PolicyConfig::Online {
                 warmup_traces,
                 max_traces,

@@ -1,5 +1,10 @@
 //! A tiny document model rendered both as Markdown and as self-contained HTML (figures inlined as
-//! SVG), so the two reports always say the same thing.
+//! SVG), so the two reports always say the same thing, and the report's sections, one file each.
+
+mod findings;
+pub(crate) mod hypotheses;
+mod live_check;
+mod policies;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
