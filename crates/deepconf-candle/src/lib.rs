@@ -61,6 +61,7 @@
 //! | choose the source, weight format, thinking mode, batch size | [`CandleModelBuilder`] |
 //! | name a model source in a run configuration (serde) | [`ModelSource`], [`WeightFormat`] |
 //! | tokenize like llama.cpp | [`Tokenizer`] |
+//! | apply a PEFT LoRA adapter (merged or not) | [`LoraAdapter`], [`CandleModelBuilder::adapter`] |
 //! | render a chat prompt | [`ChatTemplate`] |
 //!
 //! [`Trace::text`]: deepconf_core::Trace::text
@@ -69,9 +70,11 @@
 mod batcher;
 pub mod chat;
 mod decoder;
+pub mod dense;
 mod error;
 pub mod hub;
 mod kernels;
+pub mod lora;
 mod model;
 mod models;
 mod options;
@@ -79,7 +82,9 @@ mod sampling;
 pub mod tokenizer;
 
 pub use chat::{ChatTemplate, RenderOptions};
+pub use dense::DenseModel;
 pub use error::{Error, Result};
+pub use lora::{AdapterMode, LoraAdapter, LoraConfig, Projection};
 pub use model::{CandleModel, CandleModelBuilder, DEFAULT_MODEL_FILE, default_model_path};
 pub use options::{ModelSource, WeightFormat};
 pub use tokenizer::Tokenizer;
