@@ -198,7 +198,11 @@ pub fn fetch_guarded_adapter() -> Result<PathBuf> {
         }
         Ok(true)
     };
-    if verified(&target)? {
+    // training.json is not checksummed (it documents the adapter), but the cache follows the
+    // repository's copy so that run.json records the current description.
+    let same_report =
+        fs::read(target.join("training.json")).ok() == fs::read(source.join("training.json")).ok();
+    if verified(&target)? && same_report {
         return Ok(target);
     }
     if !verified(&source)? {
