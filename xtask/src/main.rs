@@ -117,6 +117,7 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
+    assets::fetch_guarded_adapter()?;
     assets::fetch_data("all")?;
     // The candle backend's tests compare with llama.cpp: its tokenizer test files and GGUF
     // writer come from the sdist, K-quant files from its `llama-quantize`; llama-cpp-python runs
