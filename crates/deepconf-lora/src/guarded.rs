@@ -453,10 +453,19 @@ impl Progress for ProgressBar {
 
     fn advance(&mut self, message: Option<String>) {
         if let Some(bar) = &self.bar {
+            bar.inc(1);
             if let Some(m) = message {
+                // Without a terminal the bar is hidden: the log still gets every step's loss.
+                if bar.is_hidden() {
+                    eprintln!(
+                        "{} {}/{} {m}",
+                        bar.prefix(),
+                        bar.position(),
+                        bar.length().unwrap_or(0)
+                    );
+                }
                 bar.set_message(m);
             }
-            bar.inc(1);
         }
     }
 }
