@@ -1,20 +1,25 @@
 //! Run with: `cargo run --release --example generate -- --prompt "Name three colours." --traces 4`
 //!
 //! Samples traces from a local model (default: the embedded SmolLM2-135M-Instruct Q4_1; `--model`
-//! takes a GGUF file or a safetensors checkpoint directory) and prints each trace's text and DeepConf
+//! takes a GGUF file, a safetensors checkpoint directory or `guarded`, the embedded model with the
+//! project's refusal-trained LoRA adapter; `--adapter DIR` applies a PEFT LoRA adapter) and prints each trace's text and DeepConf
 //! confidence summary, or with `--json` one JSON line per trace.
 use anyhow::Result;
 use clap::Parser;
-use deepconf_candle::{CandleModel, ModelSource};
+use deepconf_candle::{CandleModel, LoraAdapter, ModelSource};
 use deepconf_core::confidence::ConfidenceConfig;
 use deepconf_core::{GenerationRequest, LogprobModel, NoObserver, SamplingParams, TraceSpec};
 
 #[derive(Parser, Debug)]
 #[command(about = "Sample traces with per-token top-k logprobs from a local model")]
 struct Args {
-    /// GGUF file or safetensors directory (default: the embedded model in the deepconf cache).
+    /// GGUF file, safetensors directory, or `guarded` (default: the embedded model in the
+    /// deepconf cache).
     #[arg(long)]
     model: Option<std::path::PathBuf>,
+    /// A LoRA adapter directory (PEFT format) merged into the weights at load.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// The user message.
     #[arg(long, default_value = "Name three colours.")]
     prompt: String,
@@ -37,10 +42,22 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let source = args
-        .model
-        .map_or(ModelSource::Default, ModelSource::from_path);
-    let mut model = CandleModel::builder().source(source).build()?;
+    let guarded = args.model.as_deref() == Some(std::path::Path::new("guarded"));
+    let source = match args.model {
+        Some(path) if !guarded => ModelSource::from_path(path),
+        _ => ModelSource::Default,
+    };
+    let adapter_dir = args
+        .adapter
+        .or_else(|| guarded.then(deepconf_candle::lora::guarded_adapter_dir));
+    let mut builder = CandleModel::builder().source(source);
+    if let Some(dir) = adapter_dir {
+        let adapter = LoraAdapter::load(&dir).map_err(|e| {
+            anyhow::anyhow!("{e} (for `--model guarded`, run `cargo xtask fetch-model guarded`)")
+        })?;
+        builder = builder.adapter(adapter);
+    }
+    let mut model = builder.build()?;
     let sampling = SamplingParams::default()
         .with_temperature(args.temperature)
         .with_max_tokens(args.max_tokens)

@@ -14,8 +14,10 @@ use anyhow::Result;
 use clap::Parser;
 use deepconf_eval::analysis::CONSENSUS_OFF;
 use deepconf_eval::core::policy::PolicyConfig;
+use deepconf_eval::datasets::Dataset;
 use deepconf_eval::{
-    Defaults, EvalArgs, PolicyKind, Story, Stratify, build_backend, build_classifier, mixed_dataset,
+    Backend, Defaults, EvalArgs, GUARDED_MODEL, ModelSummary, Plan, PolicyKind, Story, StoryReport,
+    Stratify, build_backend, build_classifier, mixed_dataset, models_markdown, write_models_report,
 };
 
 /// DeepConf on harmful and benign prompts: full traces, every policy replayed, findings first.
@@ -26,6 +28,10 @@ struct Cli {
     /// Skip the live run of `--policy` (and the live-vs-replay check).
     #[arg(long)]
     no_live: bool,
+    /// Also run the guarded model (`--model guarded`) on the same prompts and seed into
+    /// `OUT/guarded/` and put both side by side in `OUT/full/models.md`.
+    #[arg(long)]
+    guarded: bool,
 }
 
 fn main() -> Result<()> {
@@ -84,5 +90,46 @@ fn main() -> Result<()> {
         report.files.html.display(),
         report.files.plots.display()
     );
+    if cli.guarded {
+        run_guarded(&cli.eval, &full, &live, &dataset, &backend, &report)?;
+    }
+    Ok(())
+}
+
+/// Runs the guarded model's full traces on the same prompts and seed, then writes `models.md`.
+fn run_guarded(
+    eval: &EvalArgs,
+    full: &Plan,
+    live: &Plan,
+    dataset: &Dataset,
+    base: &Backend,
+    base_report: &StoryReport,
+) -> Result<()> {
+    let mut args = eval.clone();
+    args.model = Some(GUARDED_MODEL.into());
+    let mut guarded = build_backend(&args)?;
+    let mut classifier = build_classifier(&args)?;
+    let mut plan = full.clone();
+    plan.out = full.out.join("guarded");
+    let experiment = args.experiment_over(
+        &plan,
+        dataset,
+        dataset.instances.clone(),
+        &guarded,
+        &classifier,
+    );
+    eprintln!("mixed: the same prompts through {}", guarded.info.name);
+    let report = Story::new(experiment)?.stop_on_ctrl_c().run(
+        guarded.model.as_mut(),
+        classifier.classifier.as_mut(),
+        &plan.out,
+    )?;
+    let models = [
+        ModelSummary::from_analysis("base", &base.info, &base_report.analysis, &live.run.policy),
+        ModelSummary::from_analysis("guarded", &guarded.info, &report.analysis, &live.run.policy),
+    ];
+    let path = write_models_report(&base_report.full_dir, &models, dataset.len(), eval.seed)?;
+    println!("{}", models_markdown(&models, dataset.len(), eval.seed));
+    println!("models side by side: {}", path.display());
     Ok(())
 }

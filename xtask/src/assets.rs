@@ -163,6 +163,66 @@ pub fn fetch_model() -> Result<PathBuf> {
     Ok(fetch(std::slice::from_ref(&MODEL), &dir)?.remove(0))
 }
 
+/// The guarded adapter's files as the repository ships them (`crates/deepconf-lora/assets/guarded/`),
+/// with the checksums `fetch-model guarded` verifies before installing them.
+const GUARDED_ADAPTER_FILES: [(&str, &str); 2] = [
+    (
+        "adapter_model.safetensors",
+        "c57de16f065783d89a0a64630f33d8a53b7023b1a0c637dcff1c77bf783676d2",
+    ),
+    (
+        "adapter_config.json",
+        "3c79e8967219f023ce6b69bcf6d3fceff6242ffde1c14c8d1eb20f85dab56930",
+    ),
+];
+
+/// Where the repository keeps the guarded adapter it ships.
+pub fn guarded_adapter_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/deepconf-lora/assets/guarded")
+}
+
+/// Installs the guarded LoRA adapter of the default model (shipped in the repository, trained by
+/// `cargo xtask train-guarded`) into `<cache>/models/SmolLM2-135M-Instruct-guarded-lora/` after
+/// checking its checksums, fetching the base model too; returns the adapter's directory. A
+/// verified copy in the cache is left as it is.
+pub fn fetch_guarded_adapter() -> Result<PathBuf> {
+    fetch_model()?;
+    let source = guarded_adapter_source();
+    let target = deepconf_candle::lora::guarded_adapter_dir();
+    let verified = |dir: &Path| -> Result<bool> {
+        for (name, sha256) in GUARDED_ADAPTER_FILES {
+            let path = dir.join(name);
+            if !path.is_file() || sha256_of(&path)? != sha256 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    // training.json is not checksummed (it documents the adapter), but the cache follows the
+    // repository's copy so that run.json records the current description.
+    let same_report =
+        fs::read(target.join("training.json")).ok() == fs::read(source.join("training.json")).ok();
+    if verified(&target)? && same_report {
+        return Ok(target);
+    }
+    if !verified(&source)? {
+        bail!(
+            "the guarded adapter in {} does not match the checksums xtask expects; retrain it with `cargo xtask train-guarded` and update GUARDED_ADAPTER_FILES",
+            source.display()
+        );
+    }
+    fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
+    for name in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "training.json",
+    ] {
+        fs::copy(source.join(name), target.join(name))
+            .with_context(|| format!("copy {name} to {}", target.display()))?;
+    }
+    Ok(target)
+}
+
 /// Fetches a benchmark's data into `<cache>/data/<name>/` and returns the file paths; `all` fetches
 /// every set of [`DATA_SETS`].
 pub fn fetch_data(name: &str) -> Result<Vec<PathBuf>> {

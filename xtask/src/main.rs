@@ -10,8 +10,11 @@
 //! - `cargo xtask test`: everything CI runs (installs what the tests need, then `cargo test`)
 //! - `cargo xtask bench`: decode throughput against llama.cpp, written to docs/benchmarks.md;
 //!   `bench engine|main-job|served`: the experiment engine at scale against same-run peers
-//! - `cargo xtask demo`: fetch model and data if missing, then run the `mixed` example (harmful and
-//!   benign prompts, full traces, every policy replayed, the live online run cross-checked)
+//! - `cargo xtask demo`: fetch model, guarded adapter and data if missing, then run the `mixed`
+//!   example (harmful and benign prompts, full traces, every policy replayed, the live online run
+//!   cross-checked, base and guarded model side by side)
+//! - `cargo xtask fetch-model guarded`: install the guarded LoRA adapter the repository ships;
+//!   `cargo xtask train-guarded`: retrain it
 mod assets;
 mod bench;
 mod bench_engine;
@@ -30,8 +33,11 @@ fn main() -> Result<()> {
             let path = match rest.first().map(String::as_str) {
                 None => assets::fetch_model()?,
                 Some("q4_k_m") => assets::ensure_q4_k_m_model()?,
+                Some("guarded") => assets::fetch_guarded_adapter()?,
                 Some(other) => {
-                    bail!("unknown model `{other}`: fetch-model takes no argument or `q4_k_m`")
+                    bail!(
+                        "unknown model `{other}`: fetch-model takes no argument, `q4_k_m` or `guarded`"
+                    )
                 }
             };
             println!("{}", path.display());
@@ -64,6 +70,7 @@ fn main() -> Result<()> {
         // One measured row of `bench --k-quants`, started by it in a fresh process.
         "bench-decode" => bench::decode_child(rest)?,
         "demo" => demo(rest)?,
+        "train-guarded" => train_guarded(rest)?,
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown task `{other}`\n{USAGE}"),
     }
@@ -74,6 +81,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   fetch-model          download and verify the default model into the cache, print its path
   fetch-model q4_k_m   the default model re-quantized to Q4_K_M by llama.cpp (cached), print its path
+  fetch-model guarded  install the guarded LoRA adapter the repository ships (checksummed) into the
+                       cache, print its directory; `--model guarded` runs it
+  train-guarded [ARGS] retrain the guarded adapter into crates/deepconf-lora/assets/guarded
+                       (about 25-30 minutes on 2 cores); ARGS go to the train_guarded example
   llama-cpp            build llama.cpp's llama-server and llama-quantize for this CPU (cached; no AMX),
                        install llama-cpp-python on that build, print the build's directory
   fetch-data [SET]     download and verify benchmark data into the cache, print the paths;
@@ -85,7 +96,8 @@ tasks:
   bench engine         a synthetic instant backend, 10k-100k instances x 4 traces: time, peak memory
   bench main-job       the online main job on candle vs 16 traces of one prompt
   bench served         the harmbench example via llama-server -np 16 vs a plain client, 16 in flight
-  demo [ARGS]          fetch model and data, then `cargo run --release --example mixed -- --resume [ARGS]`
+  demo [ARGS]          fetch model, guarded adapter and data, then `cargo run --release --example mixed
+                       -- --resume --guarded [ARGS]` (base and guarded model side by side)
 environment: DEEPCONF_CACHE overrides the cache directory";
 
 /// Runs a command, failing with its command line when it does not succeed.
@@ -105,6 +117,7 @@ fn cargo() -> Command {
 
 fn test(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
+    assets::fetch_guarded_adapter()?;
     assets::fetch_data("all")?;
     // The candle backend's tests compare with llama.cpp: its tokenizer test files and GGUF
     // writer come from the sdist, K-quant files from its `llama-quantize`; llama-cpp-python runs
@@ -183,11 +196,35 @@ fn cargo_test(command: &mut Command) -> Result<Vec<String>> {
     Ok(failed)
 }
 
+/// Retrains the guarded adapter in a release build, writing it where the repository ships it.
+fn train_guarded(extra: &[String]) -> Result<()> {
+    assets::fetch_model()?;
+    assets::fetch_data("all")?;
+    let out = assets::guarded_adapter_source();
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "deepconf-lora",
+            "--example",
+            "train_guarded",
+            "--",
+            "--out",
+        ])
+        .arg(&out)
+        .args(extra))
+}
+
 fn demo(extra: &[String]) -> Result<()> {
     assets::fetch_model()?;
+    assets::fetch_guarded_adapter()?;
     assets::fetch_data("all")?;
     let mut command = cargo();
     command.args(["run", "--release", "--example", "mixed", "--"]);
+    if !extra.iter().any(|arg| arg == "--guarded") {
+        command.arg("--guarded");
+    }
     // Running the main job again continues (or just re-reports) the runs in its output directory
     // instead of refusing to touch them.
     if !extra.iter().any(|arg| arg == "--resume") {

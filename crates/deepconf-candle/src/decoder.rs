@@ -165,6 +165,8 @@ pub(crate) struct LayerWeights {
     pub ffn_norm: Vec<f32>,
     pub gate_up: WeightMatrix,
     pub down: WeightMatrix,
+    /// A LoRA adapter's updates applied unmerged (see [`crate::lora::AdapterMode::Unmerged`]).
+    pub lora: Option<crate::lora::LayerLora>,
 }
 
 /// All weights of a decoder.
@@ -337,6 +339,9 @@ impl Decoder {
                 rms_norm(x, &layer.attn_norm, c.rms_eps, n);
             }
             layer.qkv.matmul(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
+            if let Some(update) = layer.lora.as_ref().and_then(|l| l.qkv.as_ref()) {
+                update.add_to(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
+            }
             let qkv_width = q_dim + 2 * kv_dim;
             for (r, row) in ws.qkv.chunks_exact_mut(qkv_width).enumerate() {
                 let table = &ws.rope[r * half..(r + 1) * half];
@@ -403,6 +408,9 @@ impl Decoder {
             layer
                 .attn_out
                 .matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
+            if let Some(update) = layer.lora.as_ref().and_then(|l| l.attn_out.as_ref()) {
+                update.add_to(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
+            }
             for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
                 *x += p;
             }
@@ -418,6 +426,9 @@ impl Decoder {
             layer
                 .gate_up
                 .matmul(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
+            if let Some(update) = layer.lora.as_ref().and_then(|l| l.gate_up.as_ref()) {
+                update.add_to(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
+            }
             ws.act.resize(m * inter, 0.0);
             for (row, act) in ws
                 .gate_up
@@ -430,6 +441,9 @@ impl Decoder {
                 }
             }
             layer.down.matmul(&ws.act, m, &mut ws.proj, &mut ws.matmul);
+            if let Some(update) = layer.lora.as_ref().and_then(|l| l.down.as_ref()) {
+                update.add_to(&ws.act, m, &mut ws.proj, &mut ws.matmul);
+            }
             for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
                 *x += p;
             }

@@ -10,7 +10,9 @@ use deepconf_core::{
 
 use crate::batcher::Batcher;
 use crate::chat::{ChatTemplate, RenderOptions};
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, KvCache, Workspace};
+use crate::dense::DenseModel;
+use crate::lora::{AdapterMode, LoraAdapter};
 use crate::models::{GgufFile, llama, qwen3};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, ModelSource, Result, WeightFormat};
@@ -34,6 +36,8 @@ pub struct CandleModelBuilder {
     weight_format: WeightFormat,
     enable_thinking: bool,
     max_batch_size: usize,
+    adapter: Option<LoraAdapter>,
+    adapter_mode: AdapterMode,
 }
 
 impl Default for CandleModelBuilder {
@@ -43,6 +47,8 @@ impl Default for CandleModelBuilder {
             weight_format: WeightFormat::Native,
             enable_thinking: false,
             max_batch_size: 16,
+            adapter: None,
+            adapter_mode: AdapterMode::default(),
         }
     }
 }
@@ -78,6 +84,22 @@ impl CandleModelBuilder {
         self
     }
 
+    /// A LoRA adapter to apply to the loaded weights (see [`LoraAdapter::load`] for PEFT
+    /// adapter directories), applied as [`adapter_mode`](Self::adapter_mode) says.
+    #[must_use]
+    pub fn adapter(mut self, adapter: LoraAdapter) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
+    /// How the adapter is applied (default: merged into Q8_0 weights, the faster choice in
+    /// `docs/benchmarks.md`).
+    #[must_use]
+    pub fn adapter_mode(mut self, mode: AdapterMode) -> Self {
+        self.adapter_mode = mode;
+        self
+    }
+
     /// Loads the model.
     pub fn build(self) -> Result<CandleModel> {
         if self.max_batch_size == 0 {
@@ -86,7 +108,7 @@ impl CandleModelBuilder {
                 reason: "must be at least 1".into(),
             });
         }
-        let (decoder, tokenizer, template, model_id) = match &self.source {
+        let (mut decoder, tokenizer, template, mut model_id) = match &self.source {
             ModelSource::Default => {
                 let path = default_model_path();
                 if !path.is_file() {
@@ -108,6 +130,13 @@ impl CandleModelBuilder {
                 load_hub(repo_id, revision.as_deref(), self.weight_format)?
             }
         };
+        if let Some(adapter) = &self.adapter {
+            let path = adapter
+                .source()
+                .map_or_else(|| PathBuf::from(adapter.name()), Path::to_path_buf);
+            crate::lora::apply_adapter(&mut decoder, adapter, self.adapter_mode, &path)?;
+            model_id = format!("{model_id} + {}", adapter.name());
+        }
         let decoder = Arc::new(decoder);
         let tokenizer = Arc::new(tokenizer);
         Ok(CandleModel {
@@ -282,6 +311,40 @@ impl CandleModel {
     /// Vocabulary size of the output layer.
     pub fn vocab_size(&self) -> usize {
         self.decoder.config.vocab
+    }
+
+    /// The logits of the token after `tokens` (`vocab_size` values), from a fresh context.
+    pub fn next_token_logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() || tokens.len() > self.context_length() {
+            return Err(Error::InvalidParameter {
+                parameter: "tokens",
+                reason: format!(
+                    "{} tokens; 1 to {} fit the context",
+                    tokens.len(),
+                    self.context_length()
+                ),
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab_size()) {
+            return Err(Error::InvalidParameter {
+                parameter: "tokens",
+                reason: format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    self.vocab_size()
+                ),
+            });
+        }
+        let mut cache = KvCache::new(self.decoder.config.layers);
+        let mut workspace = Workspace::default();
+        Ok(self
+            .decoder
+            .forward(&mut [&mut cache], &[tokens], &mut workspace))
+    }
+
+    /// Every weight as dense f32 with Hugging Face names and layout (see [`DenseModel`]), for
+    /// training adapters on this model.
+    pub fn dense_weights(&self) -> Result<DenseModel> {
+        crate::dense::export(&self.decoder, &self.model_id)
     }
 
     /// Formats `messages` with the model's chat template (generation prompt added) and tokenizes.

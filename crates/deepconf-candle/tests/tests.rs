@@ -3,6 +3,7 @@
 mod common;
 mod generation;
 mod llama_cpp_reference;
+mod lora;
 mod qwen3;
 mod tokenizer;
 mod vocab_files;

@@ -70,10 +70,15 @@ pub struct EvalArgs {
     /// Backend that generates the traces.
     #[arg(long, value_enum, default_value_t = BackendKind::Candle)]
     pub backend: BackendKind,
-    /// Model: a GGUF file or checkpoint directory (candle; default: the embedded SmolLM2), or the
-    /// served model's name (openai).
+    /// Model: a GGUF file or checkpoint directory (candle; default: the embedded SmolLM2), `guarded`
+    /// (the embedded SmolLM2 with the project's refusal-trained LoRA adapter; `cargo xtask
+    /// fetch-model guarded`), or the served model's name (openai).
     #[arg(long)]
     pub model: Option<String>,
+    /// A LoRA adapter directory in PEFT's format (`adapter_config.json` +
+    /// `adapter_model.safetensors`) applied to the candle model, merged into Q8_0 weights at load.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`. Repeat it for
     /// replicas of the same model behind no load balancer: each request goes to the least busy.
     #[arg(long)]
@@ -532,7 +537,6 @@ pub fn policy_batch(policy: &PolicyConfig) -> usize {
     policy.largest_batch()
 }
 
-#[cfg(feature = "candle")]
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),
@@ -540,12 +544,68 @@ fn file_name(path: &Path) -> String {
     )
 }
 
+/// The `--model` name of the embedded model with the project's guarded LoRA adapter.
+pub const GUARDED_MODEL: &str = "guarded";
+
+/// What `run.json` records about the adapter in `dir`: its name, checksum, how it is applied and
+/// the recipe of its `training.json` (if it has one).
+pub fn adapter_info(dir: &Path, applied: &str) -> Result<deepconf_records::AdapterInfo> {
+    let weights = dir.join("adapter_model.safetensors");
+    let training = dir.join("training.json");
+    let recipe = match std::fs::read_to_string(&training) {
+        Ok(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::InvalidParameter {
+                    parameter: "adapter",
+                    value: training.display().to_string(),
+                    reason: format!("not JSON: {e}"),
+                })?;
+            json!({
+                "recipe": value.get("recipe").cloned().unwrap_or_default(),
+                "produced_by": value.get("produced_by").cloned().unwrap_or_default(),
+                "held_out": value.get("held_out_guarded").cloned().unwrap_or_default(),
+            })
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    Ok(deepconf_records::AdapterInfo {
+        name: file_name(dir),
+        sha256: Some(sha256_file(&weights)?),
+        applied: applied.to_string(),
+        recipe,
+    })
+}
+
 #[cfg(feature = "candle")]
-fn build_candle(model: Option<&str>) -> Result<Backend> {
-    use deepconf_candle::{CandleModel, ModelSource};
-    let path = model.map_or_else(deepconf_candle::default_model_path, PathBuf::from);
-    let loaded = CandleModel::builder()
-        .source(ModelSource::from_path(&path))
+fn build_candle(model: Option<&str>, adapter: Option<&Path>) -> Result<Backend> {
+    use deepconf_candle::{CandleModel, LoraAdapter, ModelSource};
+    let guarded = model == Some(GUARDED_MODEL);
+    let path = match model {
+        Some(name) if name != GUARDED_MODEL => PathBuf::from(name),
+        _ => deepconf_candle::default_model_path(),
+    };
+    let adapter_dir = adapter
+        .map(Path::to_path_buf)
+        .or_else(|| guarded.then(deepconf_candle::lora::guarded_adapter_dir));
+    let mut builder = CandleModel::builder().source(ModelSource::from_path(&path));
+    let mut adapter_record = None;
+    if let Some(dir) = &adapter_dir {
+        if guarded && adapter.is_none() && !dir.is_dir() {
+            return Err(Error::InvalidParameter {
+                parameter: "model",
+                value: GUARDED_MODEL.into(),
+                reason: format!(
+                    "the guarded adapter is not in {}; run `cargo xtask fetch-model guarded`",
+                    dir.display()
+                ),
+            });
+        }
+        let lora =
+            LoraAdapter::load(dir).map_err(|e| deepconf_core::Error::backend("candle", e))?;
+        adapter_record = Some(adapter_info(dir, "merged q8_0")?);
+        builder = builder.adapter(lora);
+    }
+    let loaded = builder
         .build()
         .map_err(|e| deepconf_core::Error::backend("candle", e))?;
     let sha256 = if path.is_file() {
@@ -559,13 +619,14 @@ fn build_candle(model: Option<&str>) -> Result<Backend> {
             backend: "candle".into(),
             source: file_name(&path),
             sha256,
+            adapter: adapter_record,
         },
         model: Box::new(loaded),
     })
 }
 
 #[cfg(not(feature = "candle"))]
-fn build_candle(_: Option<&str>) -> Result<Backend> {
+fn build_candle(_: Option<&str>, _: Option<&Path>) -> Result<Backend> {
     Err(Error::BackendUnavailable { backend: "candle" })
 }
 
@@ -601,6 +662,7 @@ fn build_openai(model: Option<&str>, args: &EvalArgs) -> Result<Backend> {
             backend: "openai".into(),
             source: args.base_url.join(" "),
             sha256: None,
+            adapter: None,
         },
         model: Box::new(loaded),
     })
@@ -613,7 +675,17 @@ fn build_openai(_: Option<&str>, _: &EvalArgs) -> Result<Backend> {
 
 fn build_model(kind: BackendKind, model: Option<&str>, args: &EvalArgs) -> Result<Backend> {
     match kind {
-        BackendKind::Candle => build_candle(model),
+        BackendKind::Candle => build_candle(model, args.adapter.as_deref()),
+        BackendKind::Openai if args.adapter.is_some() => Err(Error::InvalidParameter {
+            parameter: "adapter",
+            value: args
+                .adapter
+                .as_deref()
+                .map_or_else(String::new, |p| p.display().to_string()),
+            reason:
+                "adapters are applied by the candle backend; a served model has its own weights"
+                    .into(),
+        }),
         BackendKind::Openai => build_openai(model, args),
     }
 }

@@ -93,6 +93,7 @@ mod experiment;
 mod finish;
 mod interrupt;
 mod judges;
+mod models;
 mod progress;
 mod rescore;
 mod seed;
@@ -106,8 +107,9 @@ pub use deepconf_records as records;
 pub use deepconf_refusal as refusal;
 
 pub use cli::{
-    Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Finished, Plan,
-    PolicyKind, build_backend, build_classifier, dataset_info, policy_batch, sha256_file,
+    Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Finished, GUARDED_MODEL,
+    Plan, PolicyKind, adapter_info, build_backend, build_classifier, dataset_info, policy_batch,
+    sha256_file,
 };
 pub use error::{Error, Result};
 pub use experiment::{Experiment, ExperimentConfig, RunReport, default_concurrency, versions};
@@ -118,6 +120,9 @@ pub use finish::{
 pub use judges::{
     BuiltJudge, ClassifierArgs, JudgeBackend, JudgeCacheLocation, JudgeFormatArg, JudgeSpec,
     NotHarmfulArg, judge_summary,
+};
+pub use models::{
+    MODELS_REPORT_FILE, ModelSummary, Proportion, models_markdown, write_models_report,
 };
 pub use progress::ProgressMode;
 pub use rescore::{RescoreReport, rescore};

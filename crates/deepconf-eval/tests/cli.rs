@@ -133,3 +133,46 @@ fn model_and_data_share_one_cache() {
         deepconf_core::cache_dir().join("data")
     );
 }
+
+/// `--model guarded` is the embedded model plus the guarded adapter, and `run.json`'s model record
+/// names the adapter, its checksum and its recipe; `--adapter` is refused for a served model.
+#[test]
+fn the_guarded_model_records_its_adapter() {
+    let backend =
+        deepconf_eval::build_backend(&args(&["--model", "guarded"])).unwrap_or_else(|e| {
+            panic!("the guarded adapter is needed (run `cargo xtask fetch-model guarded`): {e}")
+        });
+    assert_eq!(backend.info.source, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    let adapter = backend.info.adapter.expect("an adapter record");
+    assert_eq!(adapter.name, "SmolLM2-135M-Instruct-guarded-lora");
+    assert_eq!(
+        adapter.sha256.as_deref(),
+        Some("c57de16f065783d89a0a64630f33d8a53b7023b1a0c637dcff1c77bf783676d2")
+    );
+    assert_eq!(adapter.applied, "merged q8_0");
+    assert_eq!(adapter.recipe["recipe"]["train"]["rank"], 8);
+    assert!(
+        backend
+            .info
+            .name
+            .ends_with("+ SmolLM2-135M-Instruct-guarded-lora")
+    );
+
+    let error = deepconf_eval::build_backend(&args(&[
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "--adapter",
+        "some-adapter",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("adapter"), "{error}");
+    let error = deepconf_eval::build_backend(&args(&["--adapter", "/nonexistent/adapter"]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("adapter_config.json"), "{error}");
+}

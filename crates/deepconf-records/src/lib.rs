@@ -67,7 +67,7 @@ mod writer;
 
 pub use classifier::{ClassifierInfo, ClassifierKind, JudgeInfo};
 pub use error::{Error, Result};
-pub use manifest::{DatasetInfo, ModelInfo, RunManifest};
+pub use manifest::{AdapterInfo, DatasetInfo, ModelInfo, RunManifest};
 pub use parquet::{read_traces_parquet, trace_schema, traces_to_batch, write_traces_parquet};
 pub use reader::{RunRecords, read_failures, read_predictions, read_run, trace_parts};
 pub use rows::{

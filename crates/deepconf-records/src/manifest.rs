@@ -24,6 +24,23 @@ pub struct ModelInfo {
     pub source: String,
     /// SHA-256 of the model file, hex.
     pub sha256: Option<String>,
+    /// The LoRA adapter applied to the weights, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterInfo>,
+}
+
+/// A LoRA adapter applied to a model: where it came from and how it was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdapterInfo {
+    /// The adapter's directory name (e.g. `SmolLM2-135M-Instruct-guarded-lora`).
+    pub name: String,
+    /// SHA-256 of its `adapter_model.safetensors`, hex.
+    pub sha256: Option<String>,
+    /// How it was applied (`merged q8_0`, `unmerged`).
+    pub applied: String,
+    /// The training recipe from its `training.json` (`null` when it has none).
+    pub recipe: serde_json::Value,
 }
 
 /// The dataset that was run.

@@ -182,6 +182,7 @@ pub fn manifest(config: &RunConfig, n: usize) -> RunManifest {
             backend: "test".into(),
             source: "in-process".into(),
             sha256: None,
+            adapter: None,
         },
         dataset: DatasetInfo {
             name: "synthetic".into(),
