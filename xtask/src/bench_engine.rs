@@ -30,7 +30,7 @@ fn doc_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
 }
 
-fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()> {
+pub(crate) fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()> {
     println!("{text}");
     if !args.iter().any(|a| a == "--no-write") {
         write_named_section(&doc_path(), section_title, text)?;
@@ -92,7 +92,7 @@ impl LogprobModel for Instant0 {
     }
 }
 
-fn synthetic_instances(n: usize) -> Vec<Instance> {
+pub(crate) fn synthetic_instances(n: usize) -> Vec<Instance> {
     (0..n)
         .map(|i| Instance {
             id: format!("synthetic-{i:06}"),
@@ -611,6 +611,7 @@ const SERVED: &str = "## Served runs";
 pub(crate) fn run_named(which: &str, args: &[String]) -> Result<()> {
     match which {
         "engine" => engine(args),
+        "served" if args.iter().any(|a| a == "--synthetic") => crate::bench_served::run(args),
         "served" => served(args),
         "main-job" => main_job(args),
         other => bail!("unknown benchmark `{other}` (engine, served, main-job)"),
