@@ -336,11 +336,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             let run = measure_client(&server.base_url, 16, 8, mode, "smollm2")?;
             rows.push_str(&row("llama-server -np 16", mode, &run, None));
         }
+        let serves_n = answer.contains("with 2 choice");
         llama = format!(
             "\n\nllama-server and `n`: asked for two choices, llama.cpp's server (the llama-cpp-python \
-0.3.36 sources) answered {answer}. The client then asks for each trace on its own (with the \
-seeds the choices would have had) and remembers, for this server, that it does not serve `n`; \
-both rows then generate the same traces the same way."
+0.3.36 sources) answered {answer}. {}",
+            if serves_n {
+                "It serves `n`, so the one-request-per-instance row asked for 8 choices at once."
+            } else {
+                "The client then asked for each trace on its own (with the seeds the choices \
+would have had) and remembered, for this server, that it does not serve `n`."
+            }
         );
     }
     let best = stream_rows
