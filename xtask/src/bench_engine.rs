@@ -592,7 +592,8 @@ temperature 0.7, top-p 0.95, top-k 0, min-p 0; not streamed), sending the exampl
 a prompt's 8 in a row), those of the first 16 prompts before ours ({before_rate:.1} tok/s) and \
 of the other 16 after ({after_rate:.1} tok/s), the rate over both. \
 Ours: the `harmbench` example, `--backend openai --policy fixed --traces 8 --limit 32 \
---max-tokens 64` (streamed, every token's top-20 log-probabilities read, classified and recorded), \
+--max-tokens 64` (not streamed: with `--policy fixed` a prompt's 8 traces go out as one request with \
+`n` = 8; every token's top-20 log-probabilities read, classified and recorded), \
 default concurrency. Goal: >= 0.9x.\n\n\
 | client | tokens | tokens/s | vs plain client |\n|---|---:|---:|---:|\n\
 | plain client, 16 requests in flight | {peer_tokens} | {peer_rate:.1} | 1.00x |\n\

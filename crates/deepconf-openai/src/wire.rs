@@ -695,6 +695,45 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_reader_agrees_with_the_tree_reader() {
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null,
+            "logprobs":{"content":[{"token":"Hi","logprob":-0.25,"bytes":[72,105],"top_logprobs":[
+              {"token":"Hi","logprob":-0.25,"bytes":[72,105]},{"token":"Hey","logprob":-1.5,"bytes":[72]}]}]}}]}"#,
+            r#"{"choices":[{"finish_reason":"length","index":0,"delta":{"content":"\n"},
+            "logprobs":{"content":[{"id":3,"token":"\n","bytes":[10],"logprob":-0.5,"top_logprobs":[
+              {"id":3,"token":"\n","bytes":[10],"logprob":-0.5},{"id":9,"token":"x","logprob":null}]}]}}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+        ];
+        for chunk in chunks {
+            let value: Value = serde_json::from_str(chunk).unwrap();
+            let slow = parse_piece(&value, Route::Chat).unwrap();
+            let (pieces, prompt_tokens) = parse_choices_fast(chunk, Route::Chat, true).unwrap();
+            assert_eq!(prompt_tokens, slow.prompt_tokens);
+            let fast = pieces
+                .into_iter()
+                .next()
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            assert_eq!(fast.tokens, slow.tokens, "{chunk}");
+            assert_eq!(fast.content, slow.content);
+            assert_eq!(fast.finish_reason, slow.finish_reason);
+        }
+        // Shapes it does not take go to the tree reader, which names the fault.
+        assert!(parse_choices_fast(r#"{"error":{"message":"x"}}"#, Route::Chat, false).is_none());
+        assert!(
+            parse_choices_fast(
+                r#"{"choices":[{"logprobs":{"content":5}}]}"#,
+                Route::Chat,
+                false
+            )
+            .is_none()
+        );
+        let completions = r#"{"choices":[{"index":0,"text":" a","logprobs":{"tokens":[" a"],"token_logprobs":[-0.1],"top_logprobs":[{" a":-0.1}]}}]}"#;
+        assert!(parse_choices_fast(completions, Route::Completions, false).is_none());
+    }
+
+    #[test]
     fn seeds_fold_into_31_bits_deterministically() {
         let spec = TraceSpec::derive(3, 4);
         assert_eq!(wire_seed(spec), wire_seed(spec));
