@@ -53,7 +53,7 @@ impl Row {
     }
 }
 
-fn option(args: &[String], name: &str) -> Option<String> {
+pub(crate) fn option(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())

@@ -30,7 +30,7 @@ fn doc_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
 }
 
-fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()> {
+pub(crate) fn write_or_print(section_title: &str, text: &str, args: &[String]) -> Result<()> {
     println!("{text}");
     if !args.iter().any(|a| a == "--no-write") {
         write_named_section(&doc_path(), section_title, text)?;
@@ -92,7 +92,7 @@ impl LogprobModel for Instant0 {
     }
 }
 
-fn synthetic_instances(n: usize) -> Vec<Instance> {
+pub(crate) fn synthetic_instances(n: usize) -> Vec<Instance> {
     (0..n)
         .map(|i| Instance {
             id: format!("synthetic-{i:06}"),
@@ -592,7 +592,8 @@ temperature 0.7, top-p 0.95, top-k 0, min-p 0; not streamed), sending the exampl
 a prompt's 8 in a row), those of the first 16 prompts before ours ({before_rate:.1} tok/s) and \
 of the other 16 after ({after_rate:.1} tok/s), the rate over both. \
 Ours: the `harmbench` example, `--backend openai --policy fixed --traces 8 --limit 32 \
---max-tokens 64` (streamed, every token's top-20 log-probabilities read, classified and recorded), \
+--max-tokens 64` (not streamed: with `--policy fixed` a prompt's 8 traces go out as one request with \
+`n` = 8; every token's top-20 log-probabilities read, classified and recorded), \
 default concurrency. Goal: >= 0.9x.\n\n\
 | client | tokens | tokens/s | vs plain client |\n|---|---:|---:|---:|\n\
 | plain client, 16 requests in flight | {peer_tokens} | {peer_rate:.1} | 1.00x |\n\
@@ -611,6 +612,7 @@ const SERVED: &str = "## Served runs";
 pub(crate) fn run_named(which: &str, args: &[String]) -> Result<()> {
     match which {
         "engine" => engine(args),
+        "served" if args.iter().any(|a| a == "--synthetic") => crate::bench_served::run(args),
         "served" => served(args),
         "main-job" => main_job(args),
         other => bail!("unknown benchmark `{other}` (engine, served, main-job)"),

@@ -18,6 +18,7 @@
 mod assets;
 mod bench;
 mod bench_engine;
+mod bench_served;
 
 use std::process::Command;
 
@@ -69,6 +70,9 @@ fn main() -> Result<()> {
         "bench-engine" => bench_engine::engine_child(rest)?,
         // One measured row of `bench --k-quants`, started by it in a fresh process.
         "bench-decode" => bench::decode_child(rest)?,
+        // `bench served --synthetic`: its server, and one measured client run, each a process.
+        "bench-synthetic-server" => bench_served::server_child(rest)?,
+        "bench-served-client" => bench_served::client_child(rest)?,
         "demo" => demo(rest)?,
         "train-guarded" => train_guarded(rest)?,
         "-h" | "--help" | "help" => println!("{USAGE}"),
@@ -96,6 +100,7 @@ tasks:
   bench engine         a synthetic instant backend, 10k-100k instances x 4 traces: time, peak memory
   bench main-job       the online main job on candle vs 16 traces of one prompt
   bench served         the harmbench example via llama-server -np 16 vs a plain client, 16 in flight
+  bench served --synthetic  client CPU per token against a synthetic server, 64-1024 in flight
   demo [ARGS]          fetch model, guarded adapter and data, then `cargo run --release --example mixed
                        -- --resume --guarded [ARGS]` (base and guarded model side by side)
 environment: DEEPCONF_CACHE overrides the cache directory";

@@ -80,7 +80,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`. Repeat it for
-    /// replicas of the same model behind no load balancer: each request goes to the least busy.
+    /// replicas of the same model behind no load balancer: a prompt's requests go to one replica
+    /// (prefix-cache affinity), and one that fails rests while its prompts go to another.
     #[arg(long)]
     pub base_url: Vec<String>,
     /// Instances in flight at once (default: enough to fill the backend: the rows of candle's
@@ -652,6 +653,11 @@ fn build_openai(model: Option<&str>, args: &EvalArgs) -> Result<Backend> {
     }
     for replica in replicas {
         builder = builder.replica(replica);
+    }
+    // Policies that never cut a trace need no stream: a prompt's traces are then asked for in one
+    // request (`n`), which vLLM and SGLang serve with one prefill.
+    if matches!(args.policy, Some(PolicyKind::Fixed | PolicyKind::Offline)) {
+        builder = builder.stream(false);
     }
     let loaded = builder
         .build()

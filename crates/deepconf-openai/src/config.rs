@@ -105,8 +105,10 @@ pub enum Endpoint {
 pub struct OpenAiConfig {
     /// API root including the version path, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
-    /// More API roots serving the same model (replicas behind no load balancer); each request goes
-    /// to the root with the fewest requests in flight.
+    /// More API roots serving the same model (replicas behind no load balancer). A prompt's
+    /// requests go to the same root (ranked by a hash of the prompt, so that its prefix stays in
+    /// that server's cache); a root that fails (connection, timeout, 429, 5xx) rests, twice as
+    /// long after each failure in a row, and its prompts go to their next root meanwhile.
     pub replicas: Vec<String>,
     /// Model name sent with every request (vLLM: the served model name).
     pub model: String,
@@ -116,6 +118,13 @@ pub struct OpenAiConfig {
     pub endpoint: Endpoint,
     /// Stream tokens as server-sent events (needed to cut traces mid-generation).
     pub stream: bool,
+    /// Without streaming, ask for all traces of a batch in one request (`n` choices, which vLLM
+    /// and SGLang serve with one prefill of the prompt). Choice `j` is seeded `s + j` (vLLM's
+    /// seeds for `n`) where `s` derives from the batch's first trace, and a server that refuses
+    /// `n` or sends fewer choices gets one request per missing trace with those same seeds (and
+    /// is remembered, per API root, as one that does not serve `n`). Has no effect when
+    /// streaming.
+    pub choices_per_request: bool,
     /// Most requests in flight at once over this model and all its clones (over all replicas).
     pub max_concurrency: usize,
     /// Retries after the first attempt on connection errors, timeouts, 408, 429, 5xx and streams
@@ -167,6 +176,7 @@ impl OpenAiBuilder {
                 api_key: None,
                 endpoint: Endpoint::Chat,
                 stream: true,
+                choices_per_request: true,
                 max_concurrency: DEFAULT_MAX_CONCURRENCY,
                 max_retries: DEFAULT_MAX_RETRIES,
                 initial_backoff: Duration::from_millis(250),
@@ -208,8 +218,8 @@ impl OpenAiBuilder {
         self
     }
 
-    /// Adds a replica: another API root serving the same model. Requests go to the root with the
-    /// fewest requests in flight.
+    /// Adds a replica: another API root serving the same model. A prompt's requests go to one
+    /// root while it is healthy; see [`OpenAiConfig::replicas`].
     #[must_use]
     pub fn replica(mut self, base_url: impl Into<String>) -> Self {
         self.config.replicas.push(base_url.into());
@@ -224,10 +234,20 @@ impl OpenAiBuilder {
     }
 
     /// Streams tokens (default `true`). Without streaming a terminated trace is cut client-side
-    /// after the server has generated it in full.
+    /// after the server has generated it in full, and a batch's traces are asked for in one
+    /// request ([`OpenAiBuilder::choices_per_request`]): the way for policies that never cut a
+    /// trace (fixed, offline).
     #[must_use]
     pub fn stream(mut self, stream: bool) -> Self {
         self.config.stream = stream;
+        self
+    }
+
+    /// Without streaming, asks for a batch's traces as `n` choices of one request (default
+    /// `true`; see [`OpenAiConfig::choices_per_request`]).
+    #[must_use]
+    pub fn choices_per_request(mut self, enabled: bool) -> Self {
+        self.config.choices_per_request = enabled;
         self
     }
 

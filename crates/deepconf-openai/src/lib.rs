@@ -42,6 +42,11 @@
 //! - Many traces in flight: [`generate_batch`](deepconf_core::LogprobModel::generate_batch) runs the
 //!   traces of a prompt on worker threads, bounded by [`OpenAiBuilder::max_concurrency`] across all
 //!   clones of the model; see [`OpenAiModel`] for how the observer stays on the calling thread.
+//! - Without streaming (policies that never cut a trace), a batch's traces in one request with `n`
+//!   choices (one prefill on vLLM and SGLang), falling back to one request per trace, with the
+//!   same seeds, on a server that refuses `n` ([`OpenAiBuilder::choices_per_request`]).
+//! - Replicas ([`OpenAiBuilder::replica`]): a prompt's requests stay on one server (prefix-cache
+//!   affinity); a failing server rests while its prompts go to another.
 //! - Retries with exponential backoff (honouring `Retry-After`) on connection errors, timeouts, 408,
 //!   429 and 5xx, as long as no token of the attempt has reached the observer; a 4xx answer fails at
 //!   once and quotes the server's message.

@@ -2,13 +2,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deepconf_core::{
-    Capabilities, GenerationRequest, LogprobModel, StopReason, TokenControl, TokenObserver,
+    Capabilities, GenerationRequest, LogprobModel, Prompt, StopReason, TokenControl, TokenObserver,
     TokenStep, Trace, TraceSpec,
 };
 use serde_json::Value;
@@ -32,9 +32,11 @@ const MAX_QUOTED: usize = 600;
 /// [`generate_batch`](LogprobModel::generate_batch) runs up to
 /// [`max_concurrency`](OpenAiBuilder::max_concurrency) traces at once, one worker thread each. The
 /// [`TokenObserver`] is not `Send`, so it stays on the calling thread: a worker hands every token to
-/// the calling thread through a channel and waits for the observer's answer before reading the next
-/// event. On [`TokenControl::Stop`] the worker drops the connection, which closes the stream, and the
-/// trace ends with [`StopReason::Terminated`] holding exactly the tokens the observer saw. Servers
+/// the calling thread through a channel and reads on without waiting for the observer's answer (a
+/// round trip per token would cost two thread wake-ups). On [`TokenControl::Stop`] the calling
+/// thread flags the trace; the worker sees the flag at its next token and drops the connection,
+/// which closes the stream, and the trace ends with [`StopReason::Terminated`] holding exactly the
+/// tokens the observer saw (the few read meanwhile are dropped). Servers
 /// notice the closed connection at their next token and stop generating (vLLM aborts the request;
 /// llama-cpp-python logs "Disconnected from client").
 ///
@@ -73,58 +75,141 @@ impl TraceSink for ObserverSink<'_> {
     }
 }
 
-/// The API roots of the replicas, each with its requests in flight.
+/// One API root serving the model, with its health.
+#[derive(Debug)]
+struct Replica {
+    base_url: String,
+    /// Mixed into a prompt's affinity to rank the replicas for that prompt.
+    hash: u64,
+    health: Mutex<Health>,
+    /// The server answered a request for several choices (`n`) with an error or fewer choices.
+    refuses_choices: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    /// Transient failures since the last success.
+    failures: u32,
+    /// Not chosen before this time unless every replica rests.
+    resting_until: Option<Instant>,
+}
+
+/// The replicas: a prompt's requests go to the same one while it is healthy (so that its prompt
+/// stays in that server's prefix cache), and a replica that fails rests for a while, its work
+/// going to the prompt's next replica.
 #[derive(Debug)]
 struct Replicas {
-    roots: Vec<(String, AtomicUsize)>,
-    /// Breaks ties between equally loaded roots in turn.
-    turn: AtomicUsize,
+    list: Vec<Replica>,
+    first_rest: Duration,
+    longest_rest: Duration,
+}
+
+/// SplitMix64 finaliser, for affinity ranks.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn hash_text(hash: u64, text: &str) -> u64 {
+    // FNV-1a over the bytes, mixed once at the end: cheap, stable across runs and platforms.
+    let fnv = text.bytes().fold(hash ^ 0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    });
+    mix64(fnv)
+}
+
+/// The affinity key of a request: a hash of its prompt, equal for equal prompts.
+fn prompt_affinity(request: &GenerationRequest) -> u64 {
+    match &request.prompt {
+        Prompt::Text(text) => hash_text(1, text),
+        Prompt::Chat(messages) => messages.iter().fold(2, |h, m| {
+            hash_text(hash_text(h, m.role.as_str()), &m.content)
+        }),
+    }
 }
 
 impl Replicas {
     fn new(config: &OpenAiConfig) -> Self {
-        let roots = std::iter::once(&config.base_url)
+        let list = std::iter::once(&config.base_url)
             .chain(&config.replicas)
-            .map(|url| (url.clone(), AtomicUsize::new(0)))
+            .map(|url| Replica {
+                base_url: url.clone(),
+                hash: hash_text(3, url),
+                health: Mutex::new(Health::default()),
+                refuses_choices: AtomicBool::new(false),
+            })
             .collect();
         Self {
-            roots,
-            turn: AtomicUsize::new(0),
+            list,
+            first_rest: config.initial_backoff.max(Duration::from_millis(100)),
+            longest_rest: config.max_backoff.max(Duration::from_secs(1)) * 4,
         }
     }
 
-    /// The least loaded root, counted as loaded until the guard drops.
-    fn pick(&self) -> ReplicaLoad<'_> {
-        let n = self.roots.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
-        let index = (0..n)
-            .map(|i| (start + i) % n)
-            .min_by_key(|&i| self.roots[i].1.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        self.roots[index].1.fetch_add(1, Ordering::Relaxed);
-        ReplicaLoad {
-            replicas: self,
-            index,
+    /// The replica for a request of this affinity: the highest ranked (rendezvous hashing, so
+    /// that a resting replica moves only its own prompts) that is not resting; when all rest, the
+    /// one back soonest.
+    fn pick(&self, affinity: u64) -> usize {
+        if self.list.len() == 1 {
+            return 0;
         }
+        let now = Instant::now();
+        let mut ready: Option<(u64, usize)> = None;
+        let mut soonest: Option<(Instant, usize)> = None;
+        for (index, replica) in self.list.iter().enumerate() {
+            let rank = mix64(affinity ^ replica.hash);
+            let until = replica
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .resting_until;
+            match until {
+                Some(until) if until > now => {
+                    if soonest.is_none_or(|(best, _)| until < best) {
+                        soonest = Some((until, index));
+                    }
+                }
+                _ => {
+                    if ready.is_none_or(|(best, _)| rank > best) {
+                        ready = Some((rank, index));
+                    }
+                }
+            }
+        }
+        ready
+            .map(|(_, i)| i)
+            .or(soonest.map(|(_, i)| i))
+            .unwrap_or(0)
     }
-}
 
-struct ReplicaLoad<'a> {
-    replicas: &'a Replicas,
-    index: usize,
-}
-
-impl ReplicaLoad<'_> {
-    fn base_url(&self) -> &str {
-        &self.replicas.roots[self.index].0
+    /// A transient failure: the replica rests, twice as long as last time, up to a limit.
+    fn failed(&self, index: usize) {
+        let mut health = self.list[index]
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Requests sent before the rest began fail too; they do not lengthen it.
+        if health.resting_until.is_some_and(|until| until > now) {
+            return;
+        }
+        health.failures = health.failures.saturating_add(1);
+        let rest = self
+            .first_rest
+            .saturating_mul(1 << (health.failures - 1).min(16))
+            .min(self.longest_rest);
+        health.resting_until = Some(now + rest);
     }
-}
 
-impl Drop for ReplicaLoad<'_> {
-    fn drop(&mut self) {
-        self.replicas.roots[self.index]
-            .1
-            .fetch_sub(1, Ordering::Relaxed);
+    fn succeeded(&self, index: usize) {
+        let mut health = self.list[index]
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        health.failures = 0;
+        health.resting_until = None;
     }
 }
 
@@ -178,6 +263,9 @@ impl OpenAiModel {
             .timeout_read(config.read_timeout)
             .timeout_write(config.read_timeout)
             .max_idle_connections_per_host(config.max_concurrency)
+            // ureq keeps 100 idle connections in all by default: more requests in flight than
+            // that would each open a new connection.
+            .max_idle_connections(config.max_concurrency * (1 + config.replicas.len()))
             .build();
         Self {
             permits: Arc::new(Permits::new(config.max_concurrency)),
@@ -223,56 +311,116 @@ impl OpenAiModel {
             .unwrap_or_default())
     }
 
-    /// Generates one trace, retrying transient failures with backoff. A failure after some tokens
-    /// reached `sink` voids them (`sink.restart()`) and the trace starts again from its first
-    /// token, so a trace never mixes tokens of two attempts; `cancel` aborts between attempts.
-    fn run_trace(
+    /// Runs `attempt` on the prompt's replica until it succeeds, retrying transient failures with
+    /// backoff (a failing replica rests, so a retry goes to the prompt's next replica when there
+    /// is one); `cancel` aborts between attempts. `attempt` gets the replica's API root.
+    fn with_retries<T>(
         &self,
-        request: &GenerationRequest,
-        spec: TraceSpec,
-        sink: &mut dyn TraceSink,
+        affinity: u64,
         cancel: &AtomicBool,
-    ) -> Result<Trace> {
-        let (route, body) = wire::request_body(&self.config, request, spec);
-        let body = body.to_string();
-        let mut attempt: u32 = 0;
+        mut attempt: impl FnMut(usize, &str) -> std::result::Result<T, (OpenAiError, Option<Duration>)>,
+    ) -> Result<T> {
+        let mut attempts: u32 = 0;
         let mut backoff = self.config.initial_backoff;
         loop {
-            attempt += 1;
-            let mut delivered = 0usize;
+            attempts += 1;
             let outcome = {
                 let _permit = self.permits.acquire();
-                let replica = self.replicas.pick();
-                let url = format!("{}{}", replica.base_url(), route.path());
-                let mut counting = |step: &TokenStep| {
-                    delivered += 1;
-                    sink.token(step)
-                };
-                self.attempt_trace(&url, route, &body, request, spec, &mut counting)
+                let replica = self.replicas.pick(affinity);
+                let outcome = attempt(replica, &self.replicas.list[replica].base_url);
+                match &outcome {
+                    Ok(_) => self.replicas.succeeded(replica),
+                    Err((error, _)) if error.is_transient() => self.replicas.failed(replica),
+                    Err(_) => {}
+                }
+                outcome
             };
             let (error, retry_after) = match outcome {
-                Ok(trace) => return Ok(trace),
+                Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
             if !error.is_transient()
-                || attempt > self.config.max_retries
+                || attempts > self.config.max_retries
                 || cancel.load(Ordering::Relaxed)
             {
-                return Err(if attempt > 1 {
+                return Err(if attempts > 1 {
                     OpenAiError::GaveUp {
-                        attempts: attempt,
+                        attempts,
                         source: Box::new(error),
                     }
                 } else {
                     error
                 });
             }
-            if delivered > 0 {
-                sink.restart();
-            }
             std::thread::sleep(retry_wait(backoff, retry_after));
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+
+    /// Generates one trace with wire seed `seed`. A failure after some tokens reached `sink` voids
+    /// them (`sink.restart()`) and the trace starts again from its first token, so a trace never
+    /// mixes tokens of two attempts.
+    fn run_trace(
+        &self,
+        request: &GenerationRequest,
+        spec: TraceSpec,
+        seed: u64,
+        sink: &mut dyn TraceSink,
+        cancel: &AtomicBool,
+    ) -> Result<(Trace, Vec<usize>)> {
+        let (route, mut body) = wire::request_body(&self.config, request, spec);
+        body["seed"] = seed.into();
+        let body = body.to_string();
+        let mut delivered = 0usize;
+        self.with_retries(prompt_affinity(request), cancel, |_, base_url| {
+            if delivered > 0 {
+                sink.restart();
+                delivered = 0;
+            }
+            let url = format!("{base_url}{}", route.path());
+            let mut counting = |step: &TokenStep| {
+                delivered += 1;
+                sink.token(step)
+            };
+            self.attempt_trace(&url, route, &body, request, spec, &mut counting)
+        })
+    }
+
+    /// Sends one request; on failure also returns the server's `Retry-After`.
+    fn send(
+        &self,
+        url: &str,
+        body: &str,
+        stream: bool,
+    ) -> std::result::Result<ureq::Response, (OpenAiError, Option<Duration>)> {
+        let mut http = self.agent.post(url).set("Content-Type", "application/json");
+        if stream {
+            http = http.set("Accept", "text/event-stream");
+        }
+        if let Some(key) = &self.config.api_key {
+            http = http.set("Authorization", &format!("Bearer {key}"));
+        }
+        match http.send_string(body) {
+            Ok(response) => Ok(response),
+            Err(ureq::Error::Status(status, response)) => {
+                let retry_after = response.header("Retry-After").and_then(parse_retry_after);
+                Err((self.status_error(url, status, response), retry_after))
+            }
+            Err(other) => Err((
+                self.request_error(url, other, self.config.connect_timeout),
+                None,
+            )),
+        }
+    }
+
+    fn assembler(&self, request: &GenerationRequest, spec: TraceSpec) -> TraceAssembler {
+        let mut assembler = TraceAssembler::new(
+            spec,
+            request.sampling.top_logprobs,
+            self.config.strict_top_logprobs,
+        );
+        assembler.candidate_texts = self.config.candidate_texts;
+        assembler
     }
 
     /// One HTTP request for one trace. On failure also returns the server's `Retry-After`.
@@ -284,41 +432,26 @@ impl OpenAiModel {
         request: &GenerationRequest,
         spec: TraceSpec,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
-    ) -> std::result::Result<Trace, (OpenAiError, Option<Duration>)> {
-        let mut http = self.agent.post(url).set("Content-Type", "application/json");
-        if self.config.stream {
-            http = http.set("Accept", "text/event-stream");
-        }
-        if let Some(key) = &self.config.api_key {
-            http = http.set("Authorization", &format!("Bearer {key}"));
-        }
-        let response = match http.send_string(body) {
-            Ok(response) => response,
-            Err(ureq::Error::Status(status, response)) => {
-                let retry_after = response.header("Retry-After").and_then(parse_retry_after);
-                return Err((self.status_error(url, status, response), retry_after));
-            }
-            Err(other) => {
-                return Err((
-                    self.request_error(url, other, self.config.connect_timeout),
-                    None,
-                ));
-            }
-        };
-        let mut assembler = TraceAssembler::new(
-            spec,
-            request.sampling.top_logprobs,
-            self.config.strict_top_logprobs,
-        );
-        assembler.candidate_texts = self.config.candidate_texts;
+    ) -> std::result::Result<(Trace, Vec<usize>), (OpenAiError, Option<Duration>)> {
+        let response = self.send(url, body, self.config.stream)?;
+        let mut assembler = self.assembler(request, spec);
         let reader = response.into_reader();
         let result = if self.config.stream {
             self.read_stream(url, route, reader, &mut assembler, sink)
         } else {
-            self.read_whole(url, route, reader, &mut assembler, sink)
+            self.read_whole(url, route, reader)
+                .and_then(|(mut pieces, prompt_tokens)| {
+                    assembler.prompt_tokens = prompt_tokens;
+                    match pieces.iter().position(|(index, _)| *index == 0) {
+                        Some(at) => assembler
+                            .push(url, pieces.swap_remove(at).1, sink)
+                            .map(|_| ()),
+                        None => Ok(()),
+                    }
+                })
         };
         result.map_err(|e| (e, None))?;
-        assembler.finish(url).map_err(|e| (e, None))
+        assembler.finish_with_cuts(url).map_err(|e| (e, None))
     }
 
     /// Reads server-sent events until `[DONE]`, the end of the body, or a stop from `sink` (which
@@ -331,7 +464,7 @@ impl OpenAiModel {
         assembler: &mut TraceAssembler,
         sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
     ) -> Result<()> {
-        let mut lines = BufReader::new(reader);
+        let mut lines = BufReader::with_capacity(32 * 1024, reader);
         let mut line = String::new();
         let mut data = String::new();
         loop {
@@ -343,39 +476,10 @@ impl OpenAiModel {
             if read == 0 || trimmed.is_empty() {
                 // A blank line ends an event; the end of the body ends the last one.
                 if !data.is_empty() {
-                    let payload = std::mem::take(&mut data);
-                    if payload.trim() == "[DONE]" {
-                        return Ok(());
-                    }
-                    let value: Value = match serde_json::from_str(&payload) {
-                        Ok(value) => value,
-                        // The body ended inside an event: the connection was cut mid-stream.
-                        // The trace then lacks its finish reason, which is retried.
-                        Err(e) if read == 0 && e.is_eof() => return Ok(()),
-                        Err(e) => {
-                            return Err(OpenAiError::MalformedEvent {
-                                url: url.to_string(),
-                                line: excerpt(&payload, MAX_QUOTED),
-                                reason: format!("not JSON: {e}"),
-                            });
-                        }
-                    };
-                    if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
-                        return Err(OpenAiError::StreamError {
-                            url: url.to_string(),
-                            message: wire::error_message(
-                                &serde_json::json!({ "error": error }).to_string(),
-                            ),
-                        });
-                    }
-                    let piece = wire::parse_piece(&value, route).map_err(|reason| {
-                        OpenAiError::MalformedEvent {
-                            url: url.to_string(),
-                            line: excerpt(&payload, MAX_QUOTED),
-                            reason,
-                        }
-                    })?;
-                    if assembler.push(url, piece, sink)? == TokenControl::Stop {
+                    let control =
+                        self.stream_event(url, route, &data, read == 0, assembler, sink)?;
+                    data.clear();
+                    if control == TokenControl::Stop {
                         return Ok(());
                     }
                 }
@@ -405,19 +509,78 @@ impl OpenAiModel {
         }
     }
 
-    /// Reads a whole (non-streamed) answer and replays its tokens through `sink`.
+    /// One event's payload: its tokens go to `sink`. `Stop` ends the stream: `[DONE]`, or the
+    /// sink's stop.
+    fn stream_event(
+        &self,
+        url: &str,
+        route: Route,
+        payload: &str,
+        at_end: bool,
+        assembler: &mut TraceAssembler,
+        sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
+    ) -> Result<TokenControl> {
+        if payload.trim() == "[DONE]" {
+            return Ok(TokenControl::Stop);
+        }
+        // The common shape is read without a JSON tree; anything else goes the slow way below,
+        // which names what is wrong.
+        if let Some((pieces, prompt_tokens)) =
+            wire::parse_choices_fast(payload, route, self.config.candidate_texts)
+        {
+            if prompt_tokens.is_some() {
+                assembler.prompt_tokens = prompt_tokens;
+            }
+            for (index, piece) in pieces {
+                if index == 0 && assembler.push(url, piece, sink)? == TokenControl::Stop {
+                    return Ok(TokenControl::Stop);
+                }
+            }
+            return Ok(TokenControl::Continue);
+        }
+        let value: Value = match serde_json::from_str(payload) {
+            Ok(value) => value,
+            // The body ended inside an event: the connection was cut mid-stream.
+            // The trace then lacks its finish reason, which is retried.
+            Err(e) if at_end && e.is_eof() => return Ok(TokenControl::Stop),
+            Err(e) => {
+                return Err(OpenAiError::MalformedEvent {
+                    url: url.to_string(),
+                    line: excerpt(payload, MAX_QUOTED),
+                    reason: format!("not JSON: {e}"),
+                });
+            }
+        };
+        if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+            return Err(OpenAiError::StreamError {
+                url: url.to_string(),
+                message: wire::error_message(&serde_json::json!({ "error": error }).to_string()),
+            });
+        }
+        let piece =
+            wire::parse_piece(&value, route).map_err(|reason| OpenAiError::MalformedEvent {
+                url: url.to_string(),
+                line: excerpt(payload, MAX_QUOTED),
+                reason,
+            })?;
+        assembler.push(url, piece, sink)
+    }
+
+    /// Reads a whole (non-streamed) answer: the pieces of its choices by index, and its prompt
+    /// tokens.
     fn read_whole(
         &self,
         url: &str,
         route: Route,
         mut reader: Box<dyn Read + Send + Sync + 'static>,
-        assembler: &mut TraceAssembler,
-        sink: &mut dyn FnMut(&TokenStep) -> TokenControl,
-    ) -> Result<()> {
+    ) -> Result<wire::Choices> {
         let mut body = String::new();
         reader
             .read_to_string(&mut body)
             .map_err(|e| self.io_error(url, &e))?;
+        if let Some(read) = wire::parse_choices_fast(&body, route, self.config.candidate_texts) {
+            return Ok(read);
+        }
         let malformed = |reason: String| OpenAiError::MalformedResponse {
             url: url.to_string(),
             body: excerpt(&body, MAX_QUOTED),
@@ -425,9 +588,110 @@ impl OpenAiModel {
         };
         let value: Value =
             serde_json::from_str(&body).map_err(|e| malformed(format!("not JSON: {e}")))?;
-        let piece = wire::parse_piece(&value, route).map_err(malformed)?;
-        assembler.push(url, piece, sink)?;
-        Ok(())
+        let pieces = wire::parse_choices(&value, route).map_err(malformed)?;
+        let prompt_tokens = pieces.iter().find_map(|(_, p)| p.prompt_tokens);
+        Ok((pieces, prompt_tokens))
+    }
+
+    /// One request for the choices `traces` (`n`, not streamed), the first with wire seed `seed`
+    /// and choice `j` with `seed + j`, as vLLM seeds them. Returns the traces of the choices the
+    /// server sent (`None` where it sent none), or `None` when it refused `n`. A replica that
+    /// refuses `n` or sends fewer choices is remembered as one that does not serve it.
+    fn request_choices(
+        &self,
+        request: &GenerationRequest,
+        traces: &[TraceSpec],
+        seed: u64,
+        affinity: u64,
+    ) -> Result<Option<Vec<Option<Trace>>>> {
+        let (route, mut body) = wire::request_body(&self.config, request, traces[0]);
+        body["seed"] = seed.into();
+        if traces.len() > 1 {
+            body["n"] = traces.len().into();
+        }
+        let body = body.to_string();
+        let never = AtomicBool::new(false);
+        self.with_retries(affinity, &never, |replica, base_url| {
+            let url = format!("{base_url}{}", route.path());
+            let refuses = || {
+                self.replicas.list[replica]
+                    .refuses_choices
+                    .store(true, Ordering::Relaxed);
+            };
+            let response = match self.send(&url, &body, false) {
+                Ok(response) => response,
+                Err((error, _)) if traces.len() > 1 && refuses_choices(&error) => {
+                    refuses();
+                    return Ok(None);
+                }
+                Err(failure) => return Err(failure),
+            };
+            let (pieces, prompt_tokens) = self
+                .read_whole(&url, route, response.into_reader())
+                .map_err(|e| (e, None))?;
+            let mut out: Vec<Option<Trace>> = vec![None; traces.len()];
+            for (index, piece) in pieces {
+                let Some(slot) = out.get_mut(index).filter(|slot| slot.is_none()) else {
+                    continue;
+                };
+                let mut assembler = self.assembler(request, traces[index]);
+                assembler.prompt_tokens = prompt_tokens;
+                assembler
+                    .push(&url, piece, &mut |_| TokenControl::Continue)
+                    .map_err(|e| (e, None))?;
+                *slot = Some(assembler.finish(&url).map_err(|e| (e, None))?);
+            }
+            if out.iter().any(Option::is_none) {
+                refuses();
+            }
+            Ok(Some(out))
+        })
+    }
+
+    /// The traces of a batch when the server need not stream: one request for all of them (`n`)
+    /// where the prompt's replica serves it, else one request per trace with the same seeds, so
+    /// that the traces do not depend on which way they were asked for. The observer sees each
+    /// trace's tokens once it has arrived whole, and a stop cuts the trace there.
+    fn generate_choices(
+        &self,
+        request: &GenerationRequest,
+        traces: &[TraceSpec],
+        observer: &mut dyn TokenObserver,
+    ) -> Result<Vec<Trace>> {
+        let affinity = prompt_affinity(request);
+        // 30 bits, so that `seed + j` stays within the 31 bits every server takes.
+        let seed = wire::wire_seed(traces[0]) & 0x3fff_ffff;
+        let seeds: Vec<u64> = (0..traces.len()).map(|j| seed + j as u64).collect();
+        let replica = self.replicas.pick(affinity);
+        let mut results: Vec<Option<Trace>> = vec![None; traces.len()];
+        if !self.replicas.list[replica]
+            .refuses_choices
+            .load(Ordering::Relaxed)
+            && let Some(served) = self.request_choices(request, traces, seed, affinity)?
+        {
+            for (slot, trace) in results.iter_mut().zip(served) {
+                *slot = trace.map(|trace| replay(trace, observer));
+            }
+        }
+        let missing: Vec<usize> = (0..traces.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        if !missing.is_empty() {
+            let specs: Vec<TraceSpec> = missing.iter().map(|&i| traces[i]).collect();
+            let missing_seeds: Vec<u64> = missing.iter().map(|&i| seeds[i]).collect();
+            let more = self.batch_per_trace(request, &specs, &missing_seeds, observer)?;
+            for (i, trace) in missing.into_iter().zip(more) {
+                results[i] = Some(trace);
+            }
+        }
+        let mut out: Vec<Trace> = results.into_iter().flatten().collect();
+        fill_prompt_tokens(&mut out);
+        Ok(out)
+    }
+
+    /// Whether a batch is asked for as choices of one request.
+    fn uses_choices(&self) -> bool {
+        self.config.choices_per_request && !self.config.stream
     }
 
     fn status_error(&self, url: &str, status: u16, response: ureq::Response) -> OpenAiError {
@@ -508,6 +772,8 @@ struct TraceAssembler {
     candidate_texts: bool,
     text: String,
     steps: Vec<TokenStep>,
+    /// Per token, the length of the text if the trace were cut after it.
+    cuts: Vec<usize>,
     finish_reason: Option<String>,
     prompt_tokens: Option<usize>,
     terminated: bool,
@@ -522,6 +788,7 @@ impl TraceAssembler {
             candidate_texts: false,
             text: String::new(),
             steps: Vec::new(),
+            cuts: Vec::new(),
             finish_reason: None,
             prompt_tokens: None,
             terminated: false,
@@ -555,8 +822,9 @@ impl TraceAssembler {
             .iter()
             .all(|t| t.text.starts_with("token_id:") && t.id.is_some());
         let count = piece.tokens.len();
-        let mut kept_text = String::new();
-        for (i, raw) in piece.tokens.into_iter().enumerate() {
+        let first = self.steps.len();
+        let mut kept_len = 0usize;
+        for (i, mut raw) in piece.tokens.into_iter().enumerate() {
             let token_index = self.steps.len();
             if raw.top.is_empty() {
                 return Err(OpenAiError::MissingLogprobs {
@@ -579,20 +847,30 @@ impl TraceAssembler {
                     String::new()
                 }
             } else {
-                raw.text.clone()
+                std::mem::take(&mut raw.text)
             };
-            kept_text.push_str(&text);
+            kept_len += text.len();
             let step = wire::token_step(raw, text, self.top_k, self.candidate_texts);
             let control = sink(&step);
             self.steps.push(step);
+            self.cuts.push(self.text.len() + kept_len);
             if control == TokenControl::Stop {
-                self.text.push_str(&kept_text);
+                // Cut inside a piece: its tokens' own texts, up to this one.
+                for step in &self.steps[first..] {
+                    self.text.push_str(&step.text);
+                }
                 self.terminated = true;
                 return Ok(TokenControl::Stop);
             }
         }
         self.text.push_str(&piece.content);
         Ok(TokenControl::Continue)
+    }
+
+    /// The trace, and per token the length of its text if cut after that token.
+    fn finish_with_cuts(mut self, url: &str) -> Result<(Trace, Vec<usize>)> {
+        let cuts = std::mem::take(&mut self.cuts);
+        Ok((self.finish(url)?, cuts))
     }
 
     fn finish(self, url: &str) -> Result<Trace> {
@@ -668,7 +946,6 @@ impl Drop for CancelOnDrop<'_> {
 /// What a worker tells the calling thread.
 enum Report {
     Token {
-        worker: usize,
         slot: usize,
         step: TokenStep,
     },
@@ -677,71 +954,71 @@ enum Report {
     },
     Done {
         slot: usize,
-        result: Result<Trace>,
+        /// The trace and, per token, the length of its text if cut after that token.
+        result: Result<(Trace, Vec<usize>)>,
     },
 }
 
-impl LogprobModel for OpenAiModel {
-    fn generate(
-        &mut self,
-        request: &GenerationRequest,
-        trace: TraceSpec,
-        observer: &mut dyn TokenObserver,
-    ) -> deepconf_core::Result<Trace> {
-        request.sampling.validate()?;
-        let never = AtomicBool::new(false);
-        let mut sink = ObserverSink {
-            spec: trace,
-            observer,
-        };
-        Ok(self.run_trace(request, trace, &mut sink, &never)?)
-    }
-
-    fn generate_batch(
-        &mut self,
+impl OpenAiModel {
+    /// The traces of a batch, one request each, trace `i` with wire seed `seeds[i]`, on worker
+    /// threads; every token goes through the calling thread's observer.
+    fn batch_per_trace(
+        &self,
         request: &GenerationRequest,
         traces: &[TraceSpec],
+        seeds: &[u64],
         observer: &mut dyn TokenObserver,
-    ) -> deepconf_core::Result<Vec<Trace>> {
-        request.sampling.validate()?;
+    ) -> Result<Vec<Trace>> {
         let workers = self.config.max_concurrency.min(traces.len());
         if workers <= 1 {
+            let never = AtomicBool::new(false);
             return traces
                 .iter()
-                .map(|&spec| self.generate(request, spec, observer))
+                .zip(seeds)
+                .map(|(&spec, &seed)| {
+                    let mut sink = ObserverSink {
+                        spec,
+                        observer: &mut *observer,
+                    };
+                    self.run_trace(request, spec, seed, &mut sink, &never)
+                        .map(|(trace, _)| trace)
+                })
                 .collect();
         }
-        let next_slot = AtomicUsize::new(0);
         let cancel = AtomicBool::new(false);
         let mut results: Vec<Option<Trace>> = vec![None; traces.len()];
         let mut first_error: Option<OpenAiError> = None;
+        // Per trace: the observer's stop, as `(attempt + 1) << 32 | tokens kept`, 0 for none.
+        let stops: Vec<AtomicU64> = (0..traces.len()).map(|_| AtomicU64::new(0)).collect();
+        // Per trace, on this thread: tokens the observer saw in the current attempt, whether it
+        // stopped the trace, and the attempt.
+        let mut seen: Vec<(usize, bool, u32)> = vec![(0, false, 0); traces.len()];
         let (report_tx, report_rx) = channel::<Report>();
-        let mut answers: Vec<SyncSender<TokenControl>> = Vec::with_capacity(workers);
-        let mut inboxes: Vec<Receiver<TokenControl>> = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (tx, rx) = sync_channel(1);
-            answers.push(tx);
-            inboxes.push(rx);
-        }
-        let this = &*self;
+        // This thread hands out the traces, a new one for each that ended, so that no trace
+        // starts once it has stopped reading (an error, or a panicking observer).
+        let (work_tx, work_rx) = channel::<usize>();
+        let work_rx = Mutex::new(work_rx);
+        let this = self;
         std::thread::scope(|scope| {
-            for (worker, inbox) in inboxes.into_iter().enumerate() {
+            for _ in 0..workers {
                 let report_tx = report_tx.clone();
-                let (next_slot, cancel) = (&next_slot, &cancel);
+                let (work_rx, cancel, stops) = (&work_rx, &cancel, &stops);
                 scope.spawn(move || {
                     loop {
-                        let slot = next_slot.fetch_add(1, Ordering::Relaxed);
-                        if slot >= traces.len() || cancel.load(Ordering::Relaxed) {
+                        let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(slot) = next else { break };
+                        if cancel.load(Ordering::Relaxed) {
                             break;
                         }
                         let mut sink = ChannelSink {
-                            worker,
                             slot,
                             reports: &report_tx,
-                            inbox: &inbox,
+                            stop: &stops[slot],
+                            attempt: 0,
+                            cancel,
                         };
                         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            this.run_trace(request, traces[slot], &mut sink, cancel)
+                            this.run_trace(request, traces[slot], seeds[slot], &mut sink, cancel)
                         }))
                         .unwrap_or(Err(OpenAiError::WorkerPanicked {
                             trace: traces[slot].index,
@@ -754,35 +1031,73 @@ impl LogprobModel for OpenAiModel {
             }
             // Only workers hold senders now, so the loop ends when the last worker exits.
             drop(report_tx);
-            // Owned here so that a panicking observer drops them before the scope joins the
-            // workers: their sends and waits then fail and they stop instead of blocking forever.
-            // The guard, dropped first, keeps them from starting another trace meanwhile.
-            let (report_rx, answers) = (report_rx, answers);
+            // Owned here so that a panicking observer drops it before the scope joins the
+            // workers: their sends then fail and they stop. The guard, dropped first, keeps them
+            // from starting another trace meanwhile.
+            let report_rx = report_rx;
+            let mut work_tx = Some(work_tx);
+            let mut granted = 0;
+            while granted < workers {
+                if let Some(work) = &work_tx {
+                    let _ = work.send(granted);
+                }
+                granted += 1;
+            }
+            if granted == traces.len() {
+                work_tx = None;
+            }
             let _cancel_on_unwind = CancelOnDrop(&cancel);
             while let Ok(report) = report_rx.recv() {
                 match report {
-                    Report::Token { worker, slot, step } => {
-                        let control = if cancel.load(Ordering::Relaxed) {
-                            TokenControl::Stop
-                        } else {
-                            observer.on_token(&traces[slot], &step)
-                        };
-                        // A worker that has gone away needs no answer.
-                        let _ = answers[worker].send(control);
-                    }
-                    Report::Restart { slot } => observer.on_restart(&traces[slot]),
-                    Report::Done { slot, result } => match result {
-                        Ok(trace) => results[slot] = Some(trace),
-                        Err(error) => {
-                            cancel.store(true, Ordering::Relaxed);
-                            first_error.get_or_insert(error);
+                    Report::Token { slot, step } => {
+                        let (count, stopped, attempt) = &mut seen[slot];
+                        if *stopped || cancel.load(Ordering::Relaxed) {
+                            continue;
                         }
-                    },
+                        *count += 1;
+                        if observer.on_token(&traces[slot], &step) == TokenControl::Stop {
+                            *stopped = true;
+                            let flag = (u64::from(*attempt) + 1) << 32 | *count as u64;
+                            stops[slot].store(flag, Ordering::Release);
+                        }
+                    }
+                    Report::Restart { slot } => {
+                        let (count, stopped, attempt) = &mut seen[slot];
+                        (*count, *stopped) = (0, false);
+                        *attempt += 1;
+                        observer.on_restart(&traces[slot]);
+                    }
+                    Report::Done { slot, result } => {
+                        match result {
+                            Ok((trace, cuts)) => {
+                                let (count, stopped, _) = seen[slot];
+                                results[slot] = Some(if stopped {
+                                    cut(trace, count, &cuts)
+                                } else {
+                                    trace
+                                });
+                            }
+                            Err(error) => {
+                                cancel.store(true, Ordering::Relaxed);
+                                first_error.get_or_insert(error);
+                            }
+                        }
+                        if granted < traces.len() && !cancel.load(Ordering::Relaxed) {
+                            if let Some(work) = &work_tx {
+                                let _ = work.send(granted);
+                            }
+                            granted += 1;
+                        }
+                        // Without more work the workers' waits end and they exit.
+                        if granted == traces.len() || cancel.load(Ordering::Relaxed) {
+                            work_tx = None;
+                        }
+                    }
                 }
             }
         });
         if let Some(error) = first_error {
-            return Err(error.into());
+            return Err(error);
         }
         let mut out = Vec::with_capacity(traces.len());
         for (slot, trace) in results.into_iter().enumerate() {
@@ -790,13 +1105,89 @@ impl LogprobModel for OpenAiModel {
                 trace: traces[slot].index,
             })?);
         }
-        // A stream cut short never receives the usage chunk; the prompt is the same for all traces.
-        if let Some(prompt_tokens) = out.iter().map(|t| t.prompt_tokens).find(|&n| n > 0) {
-            for trace in out.iter_mut().filter(|t| t.prompt_tokens == 0) {
-                trace.prompt_tokens = prompt_tokens;
-            }
-        }
+        fill_prompt_tokens(&mut out);
         Ok(out)
+    }
+}
+
+/// A stream cut short never receives the usage chunk; the prompt is the same for all traces.
+fn fill_prompt_tokens(traces: &mut [Trace]) {
+    if let Some(prompt_tokens) = traces.iter().map(|t| t.prompt_tokens).find(|&n| n > 0) {
+        for trace in traces.iter_mut().filter(|t| t.prompt_tokens == 0) {
+            trace.prompt_tokens = prompt_tokens;
+        }
+    }
+}
+
+/// Shows a whole trace's tokens to the observer; a stop cuts the trace after that token.
+fn replay(mut trace: Trace, observer: &mut dyn TokenObserver) -> Trace {
+    let spec = trace.spec;
+    let stop_at = trace
+        .steps
+        .iter()
+        .position(|step| observer.on_token(&spec, step) == TokenControl::Stop);
+    if let Some(at) = stop_at
+        && at + 1 < trace.steps.len()
+    {
+        trace.steps.truncate(at + 1);
+        trace.text = trace.steps.iter().map(|s| s.text.as_str()).collect();
+        trace.stop_reason = StopReason::Terminated;
+    } else if stop_at.is_some() {
+        trace.stop_reason = StopReason::Terminated;
+    }
+    trace
+}
+
+/// Whether a failed request for several choices says that the server does not serve `n`:
+/// a client error (vLLM and SGLang check their fields with 400 or 422), or a message about
+/// choices (llama.cpp's server answers "Only one completion choice is allowed", with 500 in some
+/// versions).
+fn refuses_choices(error: &OpenAiError) -> bool {
+    match error {
+        OpenAiError::Status {
+            status, message, ..
+        } => matches!(status, 400 | 422 | 501) || message.to_lowercase().contains("choice"),
+        _ => false,
+    }
+}
+
+impl LogprobModel for OpenAiModel {
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        trace: TraceSpec,
+        observer: &mut dyn TokenObserver,
+    ) -> deepconf_core::Result<Trace> {
+        request.sampling.validate()?;
+        if self.uses_choices() {
+            let mut traces = self.generate_choices(request, &[trace], observer)?;
+            return Ok(traces.remove(0));
+        }
+        let never = AtomicBool::new(false);
+        let mut sink = ObserverSink {
+            spec: trace,
+            observer,
+        };
+        let (trace, _) =
+            self.run_trace(request, trace, wire::wire_seed(trace), &mut sink, &never)?;
+        Ok(trace)
+    }
+
+    fn generate_batch(
+        &mut self,
+        request: &GenerationRequest,
+        traces: &[TraceSpec],
+        observer: &mut dyn TokenObserver,
+    ) -> deepconf_core::Result<Vec<Trace>> {
+        request.sampling.validate()?;
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.uses_choices() {
+            return Ok(self.generate_choices(request, traces, observer)?);
+        }
+        let seeds: Vec<u64> = traces.iter().map(|&spec| wire::wire_seed(spec)).collect();
+        Ok(self.batch_per_trace(request, traces, &seeds, observer)?)
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -817,28 +1208,47 @@ impl LogprobModel for OpenAiModel {
     }
 }
 
-/// A worker thread's sink: every token goes to the calling thread, whose observer answers.
+/// A worker thread's sink: every token goes to the calling thread, whose observer may flag a stop.
 struct ChannelSink<'a> {
-    worker: usize,
     slot: usize,
     reports: &'a std::sync::mpsc::Sender<Report>,
-    inbox: &'a Receiver<TokenControl>,
+    /// The observer's stop for this trace (see `batch_per_trace`).
+    stop: &'a AtomicU64,
+    /// Attempts restarted so far.
+    attempt: u32,
+    cancel: &'a AtomicBool,
 }
 
 impl TraceSink for ChannelSink<'_> {
     fn token(&mut self, step: &TokenStep) -> TokenControl {
         let sent = self.reports.send(Report::Token {
-            worker: self.worker,
             slot: self.slot,
             step: step.clone(),
         });
-        match sent.ok().and_then(|()| self.inbox.recv().ok()) {
-            Some(control) => control,
-            None => TokenControl::Stop,
+        let flag = self.stop.load(Ordering::Acquire);
+        let stopped = flag != 0 && (flag >> 32) == u64::from(self.attempt) + 1;
+        if sent.is_err() || stopped || self.cancel.load(Ordering::Relaxed) {
+            TokenControl::Stop
+        } else {
+            TokenControl::Continue
         }
     }
 
     fn restart(&mut self) {
+        self.attempt += 1;
         let _ = self.reports.send(Report::Restart { slot: self.slot });
     }
+}
+
+/// The trace as the observer stopped it: its first `keep` tokens, the text it had then, ended
+/// [`StopReason::Terminated`]. The worker may have read a few tokens more before it saw the stop.
+fn cut(mut trace: Trace, keep: usize, cuts: &[usize]) -> Trace {
+    if keep < trace.steps.len() {
+        trace.steps.truncate(keep);
+        if let Some(&length) = keep.checked_sub(1).and_then(|last| cuts.get(last)) {
+            trace.text.truncate(length);
+        }
+    }
+    trace.stop_reason = StopReason::Terminated;
+    trace
 }

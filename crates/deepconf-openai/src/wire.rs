@@ -5,6 +5,10 @@
 //! vLLM, `null` where others omit a field).
 
 use deepconf_core::{GenerationRequest, Prompt, StopReason, TokenStep, TraceSpec};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::config::{Endpoint, OpenAiConfig};
@@ -314,6 +318,192 @@ pub(crate) fn parse_piece(value: &Value, route: Route) -> Result<Piece, ParseErr
     Ok(piece)
 }
 
+/// The pieces of a chunk or answer by choice index, and its prompt tokens when it carries usage.
+pub(crate) type Choices = (Vec<(usize, Piece)>, Option<usize>);
+
+/// The fields of a chunk or answer that the fast reader takes, borrowed from the JSON text where
+/// it has no escapes. Unknown fields (vLLM's `bytes` lists, llama.cpp's `timings`) are skipped
+/// without being built.
+#[derive(Deserialize)]
+struct ChunkWire<'a> {
+    #[serde(borrow)]
+    choices: Option<Vec<ChoiceWire<'a>>>,
+    usage: Option<UsageWire>,
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct UsageWire {
+    prompt_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceWire<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Option<MessageWire<'a>>,
+    #[serde(borrow)]
+    message: Option<MessageWire<'a>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    logprobs: Option<LogprobsWire<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessageWire<'a> {
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct LogprobsWire<'a> {
+    #[serde(borrow)]
+    content: Option<Vec<EntryWire<'a>>>,
+    /// Present in the completions shape, which the fast reader leaves to [`parse_piece`].
+    tokens: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct EntryWire<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    logprob: Option<f64>,
+    id: Option<u64>,
+    #[serde(borrow)]
+    top_logprobs: Option<Vec<CandidateWire<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct CandidateWire<'a> {
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
+    logprob: Option<f64>,
+    id: Option<u64>,
+}
+
+fn wire_logprob(value: Option<f64>) -> f32 {
+    value.map_or(f32::NEG_INFINITY, |v| v as f32)
+}
+
+fn wire_id(id: Option<u64>, token: Option<&str>) -> Option<u32> {
+    id.and_then(|v| u32::try_from(v).ok())
+        .or_else(|| token.and_then(id_from_token_string))
+}
+
+impl EntryWire<'_> {
+    fn into_raw(self, candidate_texts: bool) -> RawToken {
+        let top = self
+            .top_logprobs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| Candidate {
+                id: wire_id(c.id, c.token.as_deref()),
+                text: c
+                    .token
+                    .filter(|t| candidate_texts && id_from_token_string(t).is_none())
+                    .map(Cow::into_owned),
+                logprob: wire_logprob(c.logprob),
+            })
+            .collect();
+        RawToken {
+            id: wire_id(self.id, Some(&self.token)),
+            logprob: wire_logprob(self.logprob),
+            text: self.token.into_owned(),
+            top,
+        }
+    }
+}
+
+impl ChoiceWire<'_> {
+    fn into_piece(self, route: Route, candidate_texts: bool) -> Option<Piece> {
+        let content = match route {
+            Route::Chat => self.delta.or(self.message).and_then(|m| m.content),
+            Route::Completions => self.text,
+        };
+        let tokens = match self.logprobs {
+            None => Vec::new(),
+            Some(LogprobsWire {
+                tokens: Some(_), ..
+            }) => return None,
+            Some(LogprobsWire { content, .. }) => content
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| entry.into_raw(candidate_texts))
+                .collect(),
+        };
+        Some(Piece {
+            content: content.map(Cow::into_owned).unwrap_or_default(),
+            tokens,
+            finish_reason: self.finish_reason.map(Cow::into_owned),
+            prompt_tokens: None,
+        })
+    }
+}
+
+/// Reads the pieces of every choice of one chunk or answer, by choice index, without building a
+/// JSON tree. `None` when the text is not the common shape (an error object, the completions
+/// lists, a field of an unexpected type): [`parse_piece`] then reads it and names what is wrong.
+/// Candidate texts are kept only with `candidate_texts`.
+pub(crate) fn parse_choices_fast(
+    text: &str,
+    route: Route,
+    candidate_texts: bool,
+) -> Option<Choices> {
+    let chunk: ChunkWire<'_> = serde_json::from_str(text).ok()?;
+    if chunk.error.is_some() {
+        return None;
+    }
+    let prompt_tokens = chunk
+        .usage
+        .and_then(|u| u.prompt_tokens)
+        .map(|n| n as usize);
+    let choices = match chunk.choices {
+        Some(choices) => choices,
+        None if prompt_tokens.is_some() => Vec::new(),
+        None => return None,
+    };
+    let mut pieces = Vec::with_capacity(choices.len());
+    for choice in choices {
+        let index = choice.index.unwrap_or(0) as usize;
+        pieces.push((index, choice.into_piece(route, candidate_texts)?));
+    }
+    Some((pieces, prompt_tokens))
+}
+
+/// The pieces of every choice of a parsed chunk or answer, by choice index (the slow reader, which
+/// names what is wrong).
+pub(crate) fn parse_choices(
+    value: &Value,
+    route: Route,
+) -> Result<Vec<(usize, Piece)>, ParseError> {
+    let Some(Value::Array(choices)) = value.get("choices") else {
+        return parse_piece(value, route).map(|piece| vec![(0, piece)]);
+    };
+    let mut pieces = Vec::with_capacity(choices.len());
+    for choice in choices {
+        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+        // `parse_piece` reads choice 0: this one is given index 0 for it.
+        let mut alone = choice.clone();
+        if let Some(fields) = alone.as_object_mut() {
+            fields.insert("index".into(), json!(0));
+        }
+        let single = json!({ "choices": [alone] });
+        let mut piece = parse_piece(&single, route)?;
+        piece.prompt_tokens = piece.prompt_tokens.or_else(|| {
+            value
+                .get("usage")
+                .and_then(|u| u.get("prompt_tokens"))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+        });
+        pieces.push((index as usize, piece));
+    }
+    Ok(pieces)
+}
+
 /// How a server's `finish_reason` maps to a [`StopReason`]; `Err` carries a reason that means the
 /// generation failed.
 pub(crate) fn stop_reason(finish_reason: &str) -> Result<StopReason, ()> {
@@ -502,6 +692,45 @@ mod tests {
         assert_eq!(error_message(r#"{"detail":"Not Found"}"#), "Not Found");
         assert_eq!(error_message(r#"{"error":"bad key"}"#), "bad key");
         assert_eq!(error_message("plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_with_the_tree_reader() {
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null,
+            "logprobs":{"content":[{"token":"Hi","logprob":-0.25,"bytes":[72,105],"top_logprobs":[
+              {"token":"Hi","logprob":-0.25,"bytes":[72,105]},{"token":"Hey","logprob":-1.5,"bytes":[72]}]}]}}]}"#,
+            r#"{"choices":[{"finish_reason":"length","index":0,"delta":{"content":"\n"},
+            "logprobs":{"content":[{"id":3,"token":"\n","bytes":[10],"logprob":-0.5,"top_logprobs":[
+              {"id":3,"token":"\n","bytes":[10],"logprob":-0.5},{"id":9,"token":"x","logprob":null}]}]}}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+        ];
+        for chunk in chunks {
+            let value: Value = serde_json::from_str(chunk).unwrap();
+            let slow = parse_piece(&value, Route::Chat).unwrap();
+            let (pieces, prompt_tokens) = parse_choices_fast(chunk, Route::Chat, true).unwrap();
+            assert_eq!(prompt_tokens, slow.prompt_tokens);
+            let fast = pieces
+                .into_iter()
+                .next()
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            assert_eq!(fast.tokens, slow.tokens, "{chunk}");
+            assert_eq!(fast.content, slow.content);
+            assert_eq!(fast.finish_reason, slow.finish_reason);
+        }
+        // Shapes it does not take go to the tree reader, which names the fault.
+        assert!(parse_choices_fast(r#"{"error":{"message":"x"}}"#, Route::Chat, false).is_none());
+        assert!(
+            parse_choices_fast(
+                r#"{"choices":[{"logprobs":{"content":5}}]}"#,
+                Route::Chat,
+                false
+            )
+            .is_none()
+        );
+        let completions = r#"{"choices":[{"index":0,"text":" a","logprobs":{"tokens":[" a"],"token_logprobs":[-0.1],"top_logprobs":[{" a":-0.1}]}}]}"#;
+        assert!(parse_choices_fast(completions, Route::Completions, false).is_none());
     }
 
     #[test]

@@ -4,3 +4,4 @@
 mod common;
 mod failures;
 mod llama_server;
+mod serving;

@@ -1,10 +1,12 @@
 //! Fixtures for the tests of the deepconf-rs crates (not published): [`SeededModel`], a tiny
 //! deterministic model whose traces are a function of prompt and seed, the [`FirstWord`] refusal
-//! classifier, builders of synthetic run directories, a real `llama-server` ([`server`]) and a
-//! recording, fault-injecting proxy in front of it ([`proxy`]).
+//! classifier, builders of synthetic run directories, a real `llama-server` ([`server`]), a
+//! recording, fault-injecting proxy in front of it ([`proxy`]) and a synthetic OpenAI-compatible
+//! server streaming precomputed tokens ([`synthetic`]).
 
 pub mod proxy;
 pub mod server;
+pub mod synthetic;
 
 use std::path::Path;
 
