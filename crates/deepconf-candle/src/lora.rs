@@ -392,7 +392,11 @@ impl LoraAdapter {
             Option<(Vec<f32>, usize, usize)>,
         );
         let mut halves: BTreeMap<(usize, Projection), Halves> = BTreeMap::new();
-        for (key, tensor) in &tensors {
+        // Sorted so that the first error a bad file reports does not depend on hash order.
+        let mut keys: Vec<&String> = tensors.keys().collect();
+        keys.sort();
+        for key in keys {
+            let tensor = &tensors[key];
             let (layer, projection, factor) = parse_key(key).ok_or_else(|| {
                 bad(format!(
                     "tensor `{key}` is not a LoRA factor of a supported projection (expected e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`)"
