@@ -2,6 +2,7 @@
 
 mod analysis;
 mod findings;
+mod golden;
 mod old_runs;
 mod replay;
 mod stats;
