@@ -104,51 +104,6 @@ impl LiveCheck {
     pub fn all_equal(&self) -> bool {
         self.missing.is_empty() && self.compared > 0 && self.matching == self.compared
     }
-
-    /// One sentence for a report.
-    pub fn sentence(&self) -> String {
-        let policy = crate::summary::policy_label(&self.policy);
-        if self.compared == 0 {
-            return format!(
-                "**Live-vs-replay check:** none of the live {policy} run's instances is in the full run, so nothing was compared."
-            );
-        }
-        let missing = if self.missing.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} live instances were not in the full run and were not compared)",
-                self.missing.len()
-            )
-        };
-        let verdict = if self.matching == self.compared {
-            "equal"
-        } else {
-            "not equal"
-        };
-        let cuts = if self.live_cut_traces == 0 && self.replay_cut_traces == 0 {
-            " No trace was cut by the confidence threshold, live or replayed, so early termination was not exercised.".to_string()
-        } else {
-            format!(
-                " Cut traces: the live run cut {}, the replay {}; {} live cut traces were compared with the replay's, and {} of them were cut at the same token.",
-                self.live_cut_traces,
-                self.replay_cut_traces,
-                self.cut_traces_compared,
-                self.cut_points_equal
-            )
-        };
-        format!(
-            "**Live-vs-replay check:** replaying the live {policy} policy on the stored full traces ({} per instance) gave the live run's tokens, traces and vote on {} of {} instances{missing}, so the replay's tokens and votes are {verdict} to the live run's (tokens {} live vs {} replayed; votes equal on {}; {} of {} live traces are exact prefixes of their stored full traces).{cuts}",
-            self.full_traces,
-            self.matching,
-            self.compared,
-            self.live_tokens,
-            self.replay_tokens,
-            self.votes_equal,
-            self.prefix_traces,
-            self.live_traces
-        )
-    }
 }
 
 fn not_comparable(field: &str, full: &impl Serialize, live: &impl Serialize) -> Error {
@@ -210,7 +165,7 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
     }
     let set = ReplaySet::from_records(full)?;
     let policy = ReplayPolicy {
-        label: crate::summary::policy_label(&l.config.policy),
+        label: l.config.policy.label(),
         keep_percent: None,
         config: l.config.policy.clone(),
     };

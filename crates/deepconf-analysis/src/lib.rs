@@ -93,20 +93,18 @@ mod analysis;
 mod confusion;
 mod crosscheck;
 mod error;
-mod figures;
+mod evolution;
 mod findings;
+mod output;
 pub mod plots;
 mod replay;
 mod report;
 mod separation;
 pub mod stats;
 mod stratify;
-mod summary;
 
 pub use analysis::{
-    ANALYSIS_FILE, Analysis, AnalysisOptions, PLOTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE,
-    ReferenceScore, ReplaySection, RunOverview, analyze_dir, analyze_run, build_report,
-    read_analysis, trace_label_text, trailing_group_curve,
+    Analysis, AnalysisOptions, ReferenceScore, ReplaySection, RunOverview, analyze_run,
 };
 pub use confusion::{
     ConfusionMatrix, Coverage, GroupMetrics, Labelled, Metric, SafetyMetrics, labelled_outcomes,
@@ -114,18 +112,22 @@ pub use confusion::{
 };
 pub use crosscheck::{InstanceMismatch, LiveCheck, TraceDivergence, cross_check, cross_check_dirs};
 pub use error::{Error, Result};
+pub use evolution::{EvolutionInstance, trailing_group_curve};
 pub use findings::{
     Design, DesignLimit, EarlyStopping, Findings, HypothesisFinding, MetricLead, MetricSeparation,
     PolicyComparison, RateFinding, SourceFinding,
+};
+pub use output::{
+    ANALYSIS_FILE, PLOTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir, read_analysis,
+    render_report,
 };
 pub use replay::{
     CONSENSUS_OFF, InstanceReplay, PolicyReplay, ReplayGrid, ReplayInstance, ReplayPolicy,
     ReplaySet, ReplayTrace, standard_policies,
 };
-pub use report::{Block, Document};
+pub use report::{Block, Document, build_report, comparison_table, trace_label_text};
 pub use separation::{BaselineComparison, PromptBaseline};
 pub use stratify::{
     Bucket, BucketSummary, ComplianceRisk, InstanceConfidence, Stratification, StratifyOptions,
     TwoGroupTest, Verdict, instance_confidence, metric_name, stratify, two_group_test,
 };
-pub use summary::{comparison_table, policy_label};

@@ -115,9 +115,14 @@ pub struct ConfusionPlot {
     pub title: String,
 }
 
+impl ConfusionPlot {
+    /// File stem of this plot.
+    pub const NAME: &'static str = "confusion_matrix";
+}
+
 impl Plot for ConfusionPlot {
     fn name(&self) -> &str {
-        "confusion_matrix"
+        Self::NAME
     }
     fn size(&self) -> (u32, u32) {
         (700, 560)
@@ -228,9 +233,14 @@ pub struct PercentileCurvePlot {
     pub replays: Vec<PolicyReplay>,
 }
 
+impl PercentileCurvePlot {
+    /// File stem of this plot.
+    pub const NAME: &'static str = "percentile_curves";
+}
+
 impl Plot for PercentileCurvePlot {
     fn name(&self) -> &str {
-        "percentile_curves"
+        Self::NAME
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(e)?;
@@ -590,9 +600,14 @@ pub struct TraceEvolutionPlot {
     pub instances: Vec<(String, Vec<Curve>)>,
 }
 
+impl TraceEvolutionPlot {
+    /// File stem of this plot.
+    pub const NAME: &'static str = "trace_evolution";
+}
+
 impl Plot for TraceEvolutionPlot {
     fn name(&self) -> &str {
-        "trace_evolution"
+        Self::NAME
     }
     fn size(&self) -> (u32, u32) {
         (1000, 620)

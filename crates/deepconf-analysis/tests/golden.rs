@@ -1,10 +1,12 @@
 //! The report of the committed fixture run, byte for byte: restructuring the report code must not
 //! change a word, a number or a plot of it. `UPDATE_GOLDEN=1` rewrites the golden files (only for
-//! an intended change, listed in its commit message).
+//! an intended change, listed in its commit message). The report is rendered from the analysis
+//! alone, so rendering it again from the golden `analysis.json`, without the run's records, gives
+//! the same files.
 
 use std::path::{Path, PathBuf};
 
-use deepconf_analysis::{AnalysisOptions, analyze_dir};
+use deepconf_analysis::{AnalysisOptions, analyze_dir, render_report};
 
 fn fixture() -> &'static Path {
     Path::new(concat!(
@@ -85,4 +87,18 @@ fn fixture_report_is_byte_identical_to_the_golden_files() {
         }
     }
     assert_same_files(copy.path(), &golden());
+}
+
+#[test]
+fn the_report_renders_again_from_analysis_json_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        golden().join("analysis.json"),
+        dir.path().join("analysis.json"),
+    )
+    .unwrap();
+    let analysis = render_report(dir.path()).unwrap();
+    assert!(!dir.path().join("run.json").exists(), "no records needed");
+    assert_eq!(analysis.plots.len(), 9, "{:?}", analysis.plots);
+    assert_same_files(dir.path(), &golden());
 }

@@ -4,12 +4,85 @@
 //! when the numbers support a claim, and sets every confidence AUROC beside what the prompt alone
 //! gives.
 
+use std::path::Path;
+
+use crate::analysis::Analysis;
+use crate::error::Result;
 use crate::findings::{DesignLimit, EarlyStopping, Findings, HypothesisFinding, MetricSeparation};
-use crate::report::Document;
+use crate::plots::{IntervalPlot, IntervalRow, RenderedPlot, render};
+use crate::report::{Document, Figure};
 use crate::separation::{BaselineComparison, PromptBaseline};
 use crate::stats::format_percent;
-use crate::stratify::metric_name;
+use crate::stratify::{Stratification, metric_name};
 use deepconf_core::policy::PolicyConfig;
+
+/// The hypothesis as a figure, placed under the findings that state it.
+pub(crate) const COMPLIANCE_RISK: Figure = Figure {
+    name: "compliance_risk",
+    caption: "Unsafe-compliance rate of uncertain and confident compliances with interval bars: the hypothesis is that uncertain compliance is riskier.",
+};
+
+/// Unsafe-compliance rate (share of compliances that answered a harmful prompt) of uncertain and
+/// confident compliances, each with its interval (as the analysis computed it: exact or score).
+fn compliance_risk_plot(strat: &Stratification, level: f64) -> IntervalPlot {
+    let r = &strat.compliance_risk;
+    // An undefined rate carries no interval, so its method says nothing; take the defined one's.
+    let method = [r.uncertain_rate, r.confident_rate]
+        .iter()
+        .find(|e| e.low.is_some())
+        .map_or(crate::stats::IntervalMethod::default(), |e| e.method);
+    let threshold = strat
+        .threshold
+        .map_or("n/a".to_string(), |t| format!("{t:.3}"));
+    let row = |name: &str, unsafe_: usize, n: usize, rate: &crate::stats::Estimate| IntervalRow {
+        label: format!("{name} compliances ({unsafe_} unsafe of {n})"),
+        value: rate.value,
+        low: rate.low,
+        high: rate.high,
+    };
+    IntervalPlot {
+        name: COMPLIANCE_RISK.name.into(),
+        title: format!(
+            "Hypothesis: is low-confidence compliance riskier? (uncertain = confidence below the {}th percentile, {threshold} nats)",
+            strat.uncertain_percentile
+        ),
+        x_desc: "unsafe-compliance rate (% of compliances that answered a harmful prompt)".into(),
+        point_legend: "unsafe-compliance rate".into(),
+        bar_legend: format!("{:.0}% {} interval", level * 100.0, method.name()),
+        rows: vec![
+            row(
+                "uncertain",
+                r.uncertain_unsafe,
+                r.uncertain_n,
+                &r.uncertain_rate,
+            ),
+            row(
+                "confident",
+                r.confident_unsafe,
+                r.confident_n,
+                &r.confident_rate,
+            ),
+        ],
+        x_range: Some((0.0, 1.0)),
+        scale: 100.0,
+        unit: "%".into(),
+        digits: 1,
+    }
+}
+
+/// Draws [`COMPLIANCE_RISK`].
+pub(crate) fn draw(a: &Analysis, dir: &Path) -> Result<RenderedPlot> {
+    render(
+        &compliance_risk_plot(&a.stratification, a.options.bootstrap.level),
+        dir,
+    )
+}
+
+/// Appends the **Findings** section and the hypothesis's figure.
+pub(crate) fn write(d: &mut Document, a: &Analysis) {
+    a.findings.write_section(d);
+    COMPLIANCE_RISK.place(d, a);
+}
 
 impl Findings {
     /// Appends the **Findings** section (the sentences of [`Findings::sentences`]) to a report.
@@ -303,7 +376,7 @@ impl Findings {
         if let Some(check) = &self.live_check {
             parts.push(format!(
                 "the live run ({}) {} of {} traces cut, {} of {} instances stopped by consensus",
-                crate::summary::policy_label(&check.policy),
+                check.policy.label(),
                 check.live_cut_traces,
                 check.live_traces,
                 check.live_consensus_stops,

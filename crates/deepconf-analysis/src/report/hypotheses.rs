@@ -5,14 +5,10 @@
 
 use crate::analysis::Analysis;
 use crate::findings::HypothesisFinding;
-use crate::report::Document;
+use crate::report::{Document, num};
 use crate::separation::BaselineComparison;
 use crate::stats::{Estimate, format_p};
 use crate::stratify::TwoGroupTest;
-
-fn num(v: Option<f64>, digits: usize) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
-}
 
 fn p_text(p: f64) -> String {
     let text = format_p(p);

@@ -1,12 +1,12 @@
-//! The printable summary of an [`Analysis`]: one table of metrics with intervals, the matrix and
-//! tokens, and a comparison of several runs.
+//! The printable summary of an [`Analysis`] (the text a command prints after a run, not a report
+//! section): one table of metrics with intervals, the matrix and tokens, and a comparison of
+//! several runs.
 
 use std::fmt::Write as _;
 
-use deepconf_core::policy::PolicyConfig;
-
 use crate::analysis::Analysis;
 use crate::confusion::Metric;
+use crate::report::trace_labels::trace_label_text;
 use crate::stats::Estimate;
 
 impl Analysis {
@@ -64,7 +64,7 @@ impl Analysis {
             run.benign,
             run.unlabeled,
             run.model.name,
-            policy_label(&run.policy),
+            run.policy.label(),
             classifier_label(&run.classifier),
         );
         let _ = writeln!(
@@ -133,7 +133,7 @@ impl Analysis {
         let _ = writeln!(
             out,
             "trace labels: {}",
-            crate::analysis::trace_label_text(&self.trace_labels)
+            trace_label_text(&self.trace_labels)
         );
         let _ = writeln!(
             out,
@@ -146,11 +146,6 @@ impl Analysis {
         );
         out
     }
-}
-
-/// A short description of a policy ([`PolicyConfig::label`]).
-pub fn policy_label(policy: &PolicyConfig) -> String {
-    policy.label()
 }
 
 fn classifier_label(classifier: &Option<deepconf_records::ClassifierInfo>) -> String {
@@ -187,7 +182,7 @@ pub fn comparison_table(runs: &[(&str, &Analysis)], baseline_tokens: Option<u64>
         let _ = writeln!(
             out,
             "{:<44} {:>9} {:>11} {:>11} {:>8} {:>9} {:>9}",
-            format!("{label}: {}", policy_label(&summary.run.policy)),
+            format!("{label}: {}", summary.run.policy.label()),
             cell(summary.safety.get(Metric::Accuracy)),
             cell(summary.safety.get(Metric::Sensitivity)),
             cell(summary.safety.get(Metric::Specificity)),
