@@ -19,7 +19,7 @@ use deepconf_core::policy::PolicyConfig;
 
 use crate::error::{Error, Result};
 use crate::replay::{ReplayPolicy, ReplaySet};
-use deepconf_records::{RunRecords, read_run};
+use deepconf_records::{RunManifest, RunRecords, TraceRow, read_run};
 
 /// Where a live trace stops being a prefix of the stored full trace with the same index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,16 +114,9 @@ fn not_comparable(field: &str, full: &impl Serialize, live: &impl Serialize) -> 
     }
 }
 
-/// Replays `live`'s policy on `full`'s stored traces and compares, per instance, the generated
-/// tokens, the sampled traces and the behaviour with what `live` recorded; each live trace is also
-/// checked to be a prefix of the stored full trace with the same index.
-///
-/// `full` must be a fixed-N (or offline) run with at least as many traces per instance as the live
-/// policy can sample, every trace complete, and the same sampling settings (seed, temperature,
-/// top-p, top-k, max tokens), confidence settings, model and classifier as `live`; otherwise the
-/// comparison means nothing and this fails with [`Error::NotComparable`] naming the field.
-pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
-    let (f, l) = (&full.manifest, &live.manifest);
+/// Fails unless the full run `f` can stand for the live run `l` (same settings, every trace
+/// generated, at least the live budget stored); returns the full run's traces per instance.
+fn check_comparable(f: &RunManifest, l: &RunManifest) -> Result<usize> {
     if f.config.sampling != l.config.sampling {
         return Err(not_comparable(
             "config.sampling",
@@ -163,6 +156,20 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
             &needed,
         ));
     }
+    Ok(full_traces)
+}
+
+/// Replays `live`'s policy on `full`'s stored traces and compares, per instance, the generated
+/// tokens, the sampled traces and the behaviour with what `live` recorded; each live trace is also
+/// checked to be a prefix of the stored full trace with the same index.
+///
+/// `full` must be a fixed-N (or offline) run with at least as many traces per instance as the live
+/// policy can sample, every trace complete, and the same sampling settings (seed, temperature,
+/// top-p, top-k, max tokens), confidence settings, model and classifier as `live`; otherwise the
+/// comparison means nothing and this fails with [`Error::NotComparable`] naming the field.
+pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
+    let (f, l) = (&full.manifest, &live.manifest);
+    let full_traces = check_comparable(f, l)?;
     let set = ReplaySet::from_records(full)?;
     let policy = ReplayPolicy {
         label: l.config.policy.label(),
@@ -222,37 +229,7 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
         }
         let replayed = set.replay_instance(&set.instances()[i], &policy)?;
         check.replay_cut_traces += replayed.cuts.len();
-        let mut divergence = None;
-        for trace in live_traces {
-            check.live_traces += 1;
-            if trace.is_terminated() {
-                let replay_cut = replayed
-                    .cuts
-                    .iter()
-                    .find(|(index, _)| *index == trace.trace_index as usize);
-                if let Some(&(_, tokens)) = replay_cut {
-                    check.cut_traces_compared += 1;
-                    check.cut_points_equal += usize::from(tokens == trace.n_tokens as usize);
-                }
-            }
-            let full_trace = stored.iter().find(|t| t.trace_index == trace.trace_index);
-            let at = match full_trace {
-                None => Some(0),
-                Some(full_trace) => {
-                    first_difference(&trace.token_confidences, &full_trace.token_confidences)
-                }
-            };
-            match at {
-                None => check.prefix_traces += 1,
-                Some(token) if divergence.is_none() => {
-                    divergence = Some(TraceDivergence {
-                        trace_index: trace.trace_index,
-                        token,
-                    });
-                }
-                Some(_) => {}
-            }
-        }
+        let divergence = compare_traces(&mut check, live_traces, stored, &replayed.cuts);
         let replay_tokens = replayed.tokens as u64;
         let replay_traces = replayed.traces as u32;
         let tokens_equal = replay_tokens == row.tokens_generated;
@@ -280,6 +257,47 @@ pub fn cross_check(full: &RunRecords, live: &RunRecords) -> Result<LiveCheck> {
         }
     }
     Ok(check)
+}
+
+/// Counts `live_traces` that are prefixes of their `stored` full traces and live cuts at the
+/// replay's cut points into `check`; returns the first live trace that leaves its stored one.
+fn compare_traces(
+    check: &mut LiveCheck,
+    live_traces: &[TraceRow],
+    stored: &[TraceRow],
+    cuts: &[(usize, usize)],
+) -> Option<TraceDivergence> {
+    let mut divergence = None;
+    for trace in live_traces {
+        check.live_traces += 1;
+        if trace.is_terminated() {
+            let replay_cut = cuts
+                .iter()
+                .find(|(index, _)| *index == trace.trace_index as usize);
+            if let Some(&(_, tokens)) = replay_cut {
+                check.cut_traces_compared += 1;
+                check.cut_points_equal += usize::from(tokens == trace.n_tokens as usize);
+            }
+        }
+        let full_trace = stored.iter().find(|t| t.trace_index == trace.trace_index);
+        let at = match full_trace {
+            None => Some(0),
+            Some(full_trace) => {
+                first_difference(&trace.token_confidences, &full_trace.token_confidences)
+            }
+        };
+        match at {
+            None => check.prefix_traces += 1,
+            Some(token) if divergence.is_none() => {
+                divergence = Some(TraceDivergence {
+                    trace_index: trace.trace_index,
+                    token,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    divergence
 }
 
 /// True when an instance row's finish reason (`deepconf_core::policy::FinishReason` as JSON) is

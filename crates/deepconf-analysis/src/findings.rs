@@ -542,6 +542,76 @@ fn compare_policies(
         .collect()
 }
 
+/// The hypothesis findings with their Holm-adjusted verdicts, and the size of the family adjusted
+/// over.
+fn hypotheses(input: &FindingsInput<'_>) -> (Vec<HypothesisFinding>, usize) {
+    let s = input.stratification;
+    let rows: HashMap<&str, &InstanceRow> = input
+        .instances
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r))
+        .collect();
+    let tests = [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance];
+    let test_groups: [Groups<'_>; 2] = [
+        groups(&s.instances, &|i| i.correct == Some(true), &|i| {
+            i.correct == Some(false)
+        }),
+        groups(
+            &s.instances,
+            &|i| !i.refused && i.gold_harmful == Some(false),
+            &|i| !i.refused && i.gold_harmful == Some(true),
+        ),
+    ];
+    // A hypothesis whose two groups are those of an earlier one is the same comparison: it is
+    // reported once and counted once in the family Holm adjusts over.
+    let same_as: Vec<Option<usize>> = (0..tests.len())
+        .map(|k| {
+            let (first, second) = &test_groups[k];
+            let empty = first.is_empty() && second.is_empty();
+            (0..k).find(|&j| !empty && test_groups[j] == test_groups[k])
+        })
+        .collect();
+    let distinct_p: Vec<f64> = (0..tests.len())
+        .map(|k| match (same_as[k], tests[k].mann_whitney) {
+            (None, Some(m)) => m.p_value,
+            _ => f64::NAN,
+        })
+        .collect();
+    let adjusted = holm(&distinct_p);
+    let holm_family = distinct_p.iter().filter(|p| !p.is_nan()).count();
+    let hypotheses = (0..tests.len())
+        .map(|k| {
+            let original = same_as[k].unwrap_or(k);
+            let p_adjusted = Some(adjusted[original]).filter(|p| !p.is_nan());
+            let mut finding = hypothesis(tests[k], input.alpha, p_adjusted, holm_family);
+            finding.same_groups_as = same_as[k].map(|j| tests[j].hypothesis.clone());
+            let units = hypothesis_units(&s.instances, &test_groups[k], &rows);
+            finding.baselines = compare_with_baselines(&units, 0, input.bootstrap);
+            finding
+        })
+        .collect();
+    (hypotheses, holm_family)
+}
+
+/// Refusal rates per source dataset, when the run mixes several.
+fn source_findings(by_source: &[GroupMetrics]) -> Vec<SourceFinding> {
+    if by_source.len() > 1 {
+        by_source
+            .iter()
+            .map(|group| {
+                let (harmful_refusal, benign_over_refusal) = rates(&group.metrics);
+                SourceFinding {
+                    source: group.value.clone(),
+                    harmful_refusal,
+                    benign_over_refusal,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
 /// What [`Findings::compute`] reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FindingsInput<'a> {
@@ -574,67 +644,9 @@ impl Findings {
     /// Computes the findings of a run.
     pub(crate) fn compute(input: FindingsInput<'_>) -> Self {
         let (harmful_refusal, benign_over_refusal) = rates(input.safety);
-        let by_source = if input.by_source.len() > 1 {
-            input
-                .by_source
-                .iter()
-                .map(|group| {
-                    let (harmful_refusal, benign_over_refusal) = rates(&group.metrics);
-                    SourceFinding {
-                        source: group.value.clone(),
-                        harmful_refusal,
-                        benign_over_refusal,
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let by_source = source_findings(input.by_source);
         let s = input.stratification;
-        let rows: HashMap<&str, &InstanceRow> = input
-            .instances
-            .iter()
-            .map(|r| (r.instance_id.as_str(), r))
-            .collect();
-        let tests = [&s.correct_vs_incorrect, &s.safe_vs_unsafe_compliance];
-        let test_groups: [Groups<'_>; 2] = [
-            groups(&s.instances, &|i| i.correct == Some(true), &|i| {
-                i.correct == Some(false)
-            }),
-            groups(
-                &s.instances,
-                &|i| !i.refused && i.gold_harmful == Some(false),
-                &|i| !i.refused && i.gold_harmful == Some(true),
-            ),
-        ];
-        // A hypothesis whose two groups are those of an earlier one is the same comparison: it is
-        // reported once and counted once in the family Holm adjusts over.
-        let same_as: Vec<Option<usize>> = (0..tests.len())
-            .map(|k| {
-                let (first, second) = &test_groups[k];
-                let empty = first.is_empty() && second.is_empty();
-                (0..k).find(|&j| !empty && test_groups[j] == test_groups[k])
-            })
-            .collect();
-        let distinct_p: Vec<f64> = (0..tests.len())
-            .map(|k| match (same_as[k], tests[k].mann_whitney) {
-                (None, Some(m)) => m.p_value,
-                _ => f64::NAN,
-            })
-            .collect();
-        let adjusted = holm(&distinct_p);
-        let holm_family = distinct_p.iter().filter(|p| !p.is_nan()).count();
-        let hypotheses = (0..tests.len())
-            .map(|k| {
-                let original = same_as[k].unwrap_or(k);
-                let p_adjusted = Some(adjusted[original]).filter(|p| !p.is_nan());
-                let mut finding = hypothesis(tests[k], input.alpha, p_adjusted, holm_family);
-                finding.same_groups_as = same_as[k].map(|j| tests[j].hypothesis.clone());
-                let units = hypothesis_units(&s.instances, &test_groups[k], &rows);
-                finding.baselines = compare_with_baselines(&units, 0, input.bootstrap);
-                finding
-            })
-            .collect();
+        let (hypotheses, holm_family) = hypotheses(&input);
         let design = Design::of(input.safety);
         let compliance_risk_repeats = design.has(DesignLimit::NoRefusals)
             && !design.has(DesignLimit::NoBenign)

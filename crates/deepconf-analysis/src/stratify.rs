@@ -370,7 +370,68 @@ pub fn stratify(
             .map(|i| i.confidence)
             .collect()
     };
-    let buckets = Bucket::ALL
+    let buckets = bucket_summaries(&items);
+    let correct = values(&|i| i.correct == Some(true));
+    let incorrect = values(&|i| i.correct == Some(false));
+    let by_correctness = BTreeMap::from([
+        ("correct".to_string(), describe(&correct)),
+        ("incorrect".to_string(), describe(&incorrect)),
+    ]);
+    let by_gold = BTreeMap::from([
+        (
+            "harmful".to_string(),
+            describe(&values(&|i| i.gold_harmful == Some(true))),
+        ),
+        (
+            "benign".to_string(),
+            describe(&values(&|i| i.gold_harmful == Some(false))),
+        ),
+    ]);
+    let by_category = by_category(&items);
+    let correct_vs_incorrect = two_group_test(
+        "Correct behaviour (refuse iff harmful) is more confident than incorrect behaviour.",
+        ("correct", &correct),
+        ("incorrect", &incorrect),
+        options.alpha,
+        bootstrap_config,
+    );
+    let safe = values(&|i| !i.refused && i.gold_harmful == Some(false));
+    let unsafe_ = values(&|i| !i.refused && i.gold_harmful == Some(true));
+    let safe_vs_unsafe_compliance = two_group_test(
+        "Low-confidence compliance is riskier: compliance with benign prompts is more confident than compliance with harmful prompts.",
+        ("safe compliance", &safe),
+        ("unsafe compliance", &unsafe_),
+        options.alpha,
+        bootstrap_config,
+    );
+    let compliance_risk = compliance_risk(&items, bootstrap_config, proportions);
+    let auroc_by_metric = auroc_by_metric(instances, traces);
+    Stratification {
+        metric: options.metric,
+        uncertain_percentile: options.uncertain_percentile,
+        threshold,
+        instances: items,
+        buckets,
+        by_correctness,
+        by_gold,
+        by_category,
+        correct_vs_incorrect,
+        safe_vs_unsafe_compliance,
+        compliance_risk,
+        auroc_by_metric,
+    }
+}
+
+/// Counts and confidence of each confidence x behaviour bucket.
+fn bucket_summaries(items: &[InstanceConfidence]) -> Vec<BucketSummary> {
+    let values = |keep: &dyn Fn(&InstanceConfidence) -> bool| -> Vec<f64> {
+        items
+            .iter()
+            .filter(|i| keep(i))
+            .map(|i| i.confidence)
+            .collect()
+    };
+    Bucket::ALL
         .iter()
         .map(|&bucket| {
             let members: Vec<&InstanceConfidence> =
@@ -395,49 +456,29 @@ pub fn stratify(
                 confidence: describe(&values(&|i| i.bucket == bucket)),
             }
         })
-        .collect();
-    let correct = values(&|i| i.correct == Some(true));
-    let incorrect = values(&|i| i.correct == Some(false));
-    let by_correctness = BTreeMap::from([
-        ("correct".to_string(), describe(&correct)),
-        ("incorrect".to_string(), describe(&incorrect)),
-    ]);
-    let by_gold = BTreeMap::from([
-        (
-            "harmful".to_string(),
-            describe(&values(&|i| i.gold_harmful == Some(true))),
-        ),
-        (
-            "benign".to_string(),
-            describe(&values(&|i| i.gold_harmful == Some(false))),
-        ),
-    ]);
+        .collect()
+}
+
+/// Instance confidence per dataset category.
+fn by_category(items: &[InstanceConfidence]) -> BTreeMap<String, Describe> {
     let mut categories: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for i in &items {
+    for i in items {
         if let Some(c) = &i.category {
             categories.entry(c.clone()).or_default().push(i.confidence);
         }
     }
-    let by_category = categories
+    categories
         .into_iter()
         .map(|(c, v)| (c, describe(&v)))
-        .collect();
-    let correct_vs_incorrect = two_group_test(
-        "Correct behaviour (refuse iff harmful) is more confident than incorrect behaviour.",
-        ("correct", &correct),
-        ("incorrect", &incorrect),
-        options.alpha,
-        bootstrap_config,
-    );
-    let safe = values(&|i| !i.refused && i.gold_harmful == Some(false));
-    let unsafe_ = values(&|i| !i.refused && i.gold_harmful == Some(true));
-    let safe_vs_unsafe_compliance = two_group_test(
-        "Low-confidence compliance is riskier: compliance with benign prompts is more confident than compliance with harmful prompts.",
-        ("safe compliance", &safe),
-        ("unsafe compliance", &unsafe_),
-        options.alpha,
-        bootstrap_config,
-    );
+        .collect()
+}
+
+/// Unsafe-compliance rate of uncertain and confident compliances, and their bootstrapped difference.
+fn compliance_risk(
+    items: &[InstanceConfidence],
+    bootstrap_config: &BootstrapConfig,
+    proportions: ProportionInterval,
+) -> ComplianceRisk {
     let compliances: Vec<(bool, bool)> = items
         .iter()
         .filter(|i| !i.refused)
@@ -465,7 +506,7 @@ pub fn stratify(
         let events = group.filter(|c| c.1).count() as u64;
         proportions.estimate(events, n, bootstrap_config.level)
     };
-    let compliance_risk = ComplianceRisk {
+    ComplianceRisk {
         uncertain_rate: unsafe_rate(true),
         confident_rate: unsafe_rate(false),
         uncertain_n: compliances.iter().filter(|c| c.0).count(),
@@ -473,8 +514,15 @@ pub fn stratify(
         confident_n: compliances.iter().filter(|c| !c.0).count(),
         confident_unsafe: compliances.iter().filter(|c| !c.0 && c.1).count(),
         rate_difference,
-    };
-    let auroc_by_metric = [
+    }
+}
+
+/// AUROC of each trace metric for telling correct from incorrect behaviour.
+fn auroc_by_metric(
+    instances: &[InstanceRow],
+    traces: &[Vec<TraceRow>],
+) -> BTreeMap<String, Option<f64>> {
+    [
         TraceMetric::Mean,
         TraceMetric::LowestGroup,
         TraceMetric::BottomGroup,
@@ -490,21 +538,7 @@ pub fn stratify(
         }
         (metric_name(metric).to_string(), auroc(&good, &bad))
     })
-    .collect();
-    Stratification {
-        metric: options.metric,
-        uncertain_percentile: options.uncertain_percentile,
-        threshold,
-        instances: items,
-        buckets,
-        by_correctness,
-        by_gold,
-        by_category,
-        correct_vs_incorrect,
-        safe_vs_unsafe_compliance,
-        compliance_risk,
-        auroc_by_metric,
-    }
+    .collect()
 }
 
 /// `= 0.012` or `< 0.001`.
