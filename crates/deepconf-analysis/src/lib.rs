@@ -73,13 +73,16 @@
 //!   run's stored traces must give the live run's tokens, traces and votes.
 //! - Metrics per source dataset of a mixture, category, subcategory and adversarial flag.
 //! - Refusal-classifier agreement with gold reference labels ([`ReferenceScore`]).
-//! - Plots (PNG + SVG, embedded font) and a report in Markdown and self-contained HTML.
+//! - Plots (PNG + SVG, embedded font) and a report in Markdown and self-contained HTML, rendered
+//!   from the [`Analysis`] alone (trace-evolution curves included), so `analysis.json` suffices to
+//!   render it again.
 //!
 //! # Which type do I want?
 //! | need | item |
 //! |---|---|
 //! | everything at once (files) | [`analyze_dir`] with [`AnalysisOptions`] |
 //! | everything in memory | [`analyze_run`] -> [`Analysis`] |
+//! | the report again from `analysis.json` alone (no records) | [`render_report`], [`build_report`] |
 //! | a printable summary of one or several runs | [`Analysis::summary_table`], [`comparison_table`] |
 //! | confusion matrix of your own labels | [`ConfusionMatrix`], [`SafetyMetrics`], [`Labelled`] |
 //! | replay a policy on stored traces | [`ReplaySet`], [`ReplayPolicy`], [`standard_policies`] |
