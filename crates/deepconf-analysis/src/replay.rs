@@ -246,7 +246,7 @@ pub fn standard_policies(n_traces: usize, grid: &ReplayGrid) -> Vec<ReplayPolicy
         policies.push(ReplayPolicy {
             label: "compat (prototype schedule)".into(),
             keep_percent: None,
-            config: PolicyConfig::Compat {
+            config: PolicyConfig::Prototype {
                 warmup_traces: 3,
                 batch_size: 3,
                 max_traces: n.min(10),

@@ -165,8 +165,50 @@ pub(crate) struct LayerWeights {
     pub ffn_norm: Vec<f32>,
     pub gate_up: WeightMatrix,
     pub down: WeightMatrix,
-    /// A LoRA adapter's updates applied unmerged (see [`crate::lora::AdapterMode::Unmerged`]).
-    pub lora: Option<crate::lora::LayerLora>,
+    /// Low-rank updates added to the fused products' outputs instead of merged into their
+    /// weights (an adapter applied unmerged).
+    pub low_rank: Option<LowRankUpdates>,
+}
+
+/// A low-rank update kept apart from its (fused) weight matrix: `out += up (down x)`. For an
+/// adapter, `down` stacks the `A` factors of the fused parts and `up` holds their `scale * B` at
+/// each part's rows (zero elsewhere).
+#[derive(Debug, Clone)]
+pub(crate) struct LowRank {
+    pub down: WeightMatrix,
+    pub up: WeightMatrix,
+}
+
+impl LowRank {
+    /// Adds the update of `m` rows of `x` to `out` (`m x rows`).
+    pub(crate) fn add_to(&self, x: &[f32], m: usize, out: &mut [f32], scratch: &mut MatmulScratch) {
+        let mut hidden = vec![0f32; m * self.down.rows()];
+        self.down.matmul(x, m, &mut hidden, scratch);
+        let mut update = vec![0f32; m * self.up.rows()];
+        self.up.matmul(&hidden, m, &mut update, scratch);
+        for (o, u) in out.iter_mut().zip(&update) {
+            *o += u;
+        }
+    }
+}
+
+/// The low-rank updates of one transformer block's fused matrices, by matrix.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LowRankUpdates {
+    pub qkv: Option<LowRank>,
+    pub attn_out: Option<LowRank>,
+    pub gate_up: Option<LowRank>,
+    pub down: Option<LowRank>,
+}
+
+impl LowRankUpdates {
+    /// Whether no matrix has an update.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.qkv.is_none()
+            && self.attn_out.is_none()
+            && self.gate_up.is_none()
+            && self.down.is_none()
+    }
 }
 
 /// All weights of a decoder.
@@ -339,7 +381,7 @@ impl Decoder {
                 rms_norm(x, &layer.attn_norm, c.rms_eps, n);
             }
             layer.qkv.matmul(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
-            if let Some(update) = layer.lora.as_ref().and_then(|l| l.qkv.as_ref()) {
+            if let Some(update) = layer.low_rank.as_ref().and_then(|l| l.qkv.as_ref()) {
                 update.add_to(&ws.normed, m, &mut ws.qkv, &mut ws.matmul);
             }
             let qkv_width = q_dim + 2 * kv_dim;
@@ -408,7 +450,7 @@ impl Decoder {
             layer
                 .attn_out
                 .matmul(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
-            if let Some(update) = layer.lora.as_ref().and_then(|l| l.attn_out.as_ref()) {
+            if let Some(update) = layer.low_rank.as_ref().and_then(|l| l.attn_out.as_ref()) {
                 update.add_to(&ws.attn, m, &mut ws.proj, &mut ws.matmul);
             }
             for (x, p) in ws.x.iter_mut().zip(&ws.proj) {
@@ -426,7 +468,7 @@ impl Decoder {
             layer
                 .gate_up
                 .matmul(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
-            if let Some(update) = layer.lora.as_ref().and_then(|l| l.gate_up.as_ref()) {
+            if let Some(update) = layer.low_rank.as_ref().and_then(|l| l.gate_up.as_ref()) {
                 update.add_to(&ws.normed, m, &mut ws.gate_up, &mut ws.matmul);
             }
             ws.act.resize(m * inter, 0.0);
@@ -441,7 +483,7 @@ impl Decoder {
                 }
             }
             layer.down.matmul(&ws.act, m, &mut ws.proj, &mut ws.matmul);
-            if let Some(update) = layer.lora.as_ref().and_then(|l| l.down.as_ref()) {
+            if let Some(update) = layer.low_rank.as_ref().and_then(|l| l.down.as_ref()) {
                 update.add_to(&ws.act, m, &mut ws.proj, &mut ws.matmul);
             }
             for (x, p) in ws.x.iter_mut().zip(&ws.proj) {

@@ -80,7 +80,7 @@ fn matrix(m: &crate::kernels::WeightMatrix, first: usize, rows: usize) -> DenseT
     }
 }
 
-/// Undoes llama.cpp's interleaving of each head's halves (see `lora.rs`).
+/// Undoes llama.cpp's interleaving of each head's halves (see `lora/apply.rs`).
 fn to_hf_layout(t: DenseTensor, head_dim: usize) -> DenseTensor {
     let cols = t.shape[1];
     let mut data = vec![0f32; t.data.len()];
@@ -115,7 +115,7 @@ pub(crate) fn export(decoder: &Decoder, model_id: &str) -> Result<DenseModel> {
             ),
         });
     }
-    if decoder.layers.iter().any(|l| l.lora.is_some()) {
+    if decoder.layers.iter().any(|l| l.low_rank.is_some()) {
         return Err(Error::InvalidParameter {
             parameter: "model",
             reason: "the model carries an unmerged adapter; export the base model".into(),

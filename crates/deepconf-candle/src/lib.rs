@@ -1,6 +1,12 @@
-//! Candle backend for deepconf-core: local GGUF and safetensors models that report the top-k
-//! log-probabilities of every generated token, with the traces of every prompt in flight decoded
-//! together (continuous batching).
+//! The local backend of deepconf-core: a CPU inference engine for GGUF and safetensors models that
+//! reports the top-k log-probabilities of every generated token, with the traces of every prompt in
+//! flight decoded together (continuous batching).
+//!
+//! The forward pass is this crate's own: a decoder-only transformer (`decoder.rs`) over integer
+//! matrix kernels (`kernels/`), on the CPU. [candle](https://github.com/huggingface/candle)
+//! (`candle-core`, on its CPU device) is used only at load time: to read GGUF and safetensors files
+//! and to convert weights (dequantizing where a weight type or the chosen [`WeightFormat`] asks for
+//! it), and to read and write LoRA adapters' safetensors.
 //!
 //! # Quick start
 //!
@@ -54,8 +60,8 @@
 //! - CPU kernels for 4-bit, 5-bit and 8-bit blocks and f32 in integer arithmetic, with activations
 //!   quantized as llama.cpp quantizes them: AVX-512 VNNI or AVX2 when the CPU has them (detected
 //!   at run time; `DEEPCONF_KERNELS=avx2` or `=scalar` caps the choice), portable Rust otherwise.
-//!   The forward pass runs on the CPU; the `cuda`, `metal` and `mkl`
-//!   features are passed through to candle. Measured speed against llama.cpp: `docs/benchmarks.md`.
+//!   There is no GPU path and no feature flags: the forward pass always runs on the CPU.
+//!   Measured speed against llama.cpp: `docs/benchmarks.md`.
 //!
 //! # Which type do I want
 //!

@@ -183,7 +183,7 @@ fn policy() -> impl Strategy<Value = PolicyConfig> {
             }
         ),
         1 => (1usize..4, 1usize..3, 0usize..4, 0.0f64..=100.0).prop_map(
-            |(warmup_traces, batch_size, more, percentile)| PolicyConfig::Compat {
+            |(warmup_traces, batch_size, more, percentile)| PolicyConfig::Prototype {
                 warmup_traces,
                 batch_size,
                 max_traces: warmup_traces + more,

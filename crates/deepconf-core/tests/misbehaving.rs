@@ -537,9 +537,9 @@ fn prompts_without_a_user_turn_or_user_text_are_refused() {
 }
 
 #[test]
-fn an_out_of_range_compat_percentile_is_refused() {
+fn an_out_of_range_prototype_percentile_is_refused() {
     for percentile in [-10.0, 150.0, f64::NAN] {
-        let err = Runner::new(config(PolicyConfig::Compat {
+        let err = Runner::new(config(PolicyConfig::Prototype {
             warmup_traces: 3,
             batch_size: 3,
             max_traces: 9,

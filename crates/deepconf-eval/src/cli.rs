@@ -249,12 +249,12 @@ impl EvalArgs {
                 }
             }
             PolicyKind::Compat => match PolicyConfig::compat() {
-                PolicyConfig::Compat {
+                PolicyConfig::Prototype {
                     warmup_traces,
                     batch_size,
                     percentile,
                     ..
-                } => PolicyConfig::Compat {
+                } => PolicyConfig::Prototype {
                     warmup_traces: warmup_traces.min(traces),
                     batch_size,
                     max_traces: traces,

@@ -20,3 +20,29 @@ pub(crate) fn next_step(traces: usize, generated: usize) -> Step {
 pub(crate) fn ballot_box(traces: usize, voting: Voting) -> BallotBox {
     BallotBox::open(traces, None, voting, TraceMetric::LowestGroup)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{FinishReason, Phase, PolicyConfig, Step, t};
+
+    #[test]
+    fn fixed_generates_all_then_finishes() {
+        let mut s = PolicyConfig::fixed(3).start();
+        assert_eq!(
+            s.next_step::<String>(&[]),
+            Step::Generate {
+                count: 3,
+                phase: Phase::Full,
+                stop_below: None
+            }
+        );
+        let h = [t(0, "a", 1.0), t(1, "b", 1.0), t(2, "a", 1.0)];
+        assert_eq!(
+            s.next_step(&h),
+            Step::Finish(FinishReason::AllGenerated { traces: 3 })
+        );
+        let d = s.decide(&h);
+        assert_eq!(d.vote.unwrap().winner, "a");
+        assert_eq!(d.voters, vec![0, 1, 2]);
+    }
+}

@@ -69,3 +69,82 @@ pub(crate) fn next_step<A: Ord + Clone>(
 pub(crate) fn ballot_box(traces: usize, voting: Voting, threshold: Option<f64>) -> BallotBox {
     BallotBox::open(traces, threshold, voting, TraceMetric::LowestGroup)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{FinishReason, Phase, PolicyConfig, Step, Voting, t};
+
+    #[test]
+    fn online_sets_threshold_then_cuts_and_stops_at_budget() {
+        let config = PolicyConfig::Online {
+            warmup_traces: 2,
+            max_traces: 4,
+            keep_percent: 50.0,
+            consensus: 0.95,
+            batch_size: 1,
+            voting: Voting::ConfidenceWeighted,
+        };
+        let mut s = config.start();
+        assert!(matches!(
+            s.next_step::<String>(&[]),
+            Step::Generate {
+                count: 2,
+                phase: Phase::Warmup,
+                stop_below: None
+            }
+        ));
+        let h = vec![t(0, "a", 2.0), t(1, "b", 4.0)];
+        // Median of [2, 4] = 3. Both warmup traces vote, so consensus is 4/6 < 0.95: sample on.
+        assert_eq!(
+            s.next_step(&h),
+            Step::Generate {
+                count: 1,
+                phase: Phase::Adaptive,
+                stop_below: Some(3.0)
+            }
+        );
+        assert_eq!(s.threshold(), Some(3.0));
+        assert_eq!(
+            s.decide(&h).voters,
+            vec![0, 1],
+            "a warmup trace below the threshold lost its vote"
+        );
+        // Unanimous warmup traces reach consensus at once.
+        let unanimous = vec![t(0, "b", 3.0), t(1, "b", 4.0)];
+        let mut s = config.start();
+        assert!(matches!(
+            s.next_step(&unanimous),
+            Step::Finish(FinishReason::Consensus { traces: 2, .. })
+        ));
+        // Keeping 100% puts the threshold at the lowest warmup trace: both vote, no consensus.
+        let config = PolicyConfig::Online {
+            warmup_traces: 2,
+            max_traces: 4,
+            keep_percent: 100.0,
+            consensus: 0.95,
+            batch_size: 1,
+            voting: Voting::ConfidenceWeighted,
+        };
+        let mut h = vec![t(0, "a", 3.0), t(1, "b", 4.0)];
+        let mut s = config.start();
+        assert_eq!(
+            s.next_step(&h),
+            Step::Generate {
+                count: 1,
+                phase: Phase::Adaptive,
+                stop_below: Some(3.0)
+            }
+        );
+        let mut cut = t(2, "a", 1.0);
+        cut.terminated = true;
+        h.push(cut);
+        h.push(t(3, "b", 9.0));
+        assert!(matches!(
+            s.next_step(&h),
+            Step::Finish(FinishReason::Budget { traces: 4, .. })
+        ));
+        let d = s.decide(&h);
+        assert_eq!(d.voters, vec![0, 1, 3], "terminated trace voted");
+        assert_eq!(d.vote.unwrap().winner, "b");
+    }
+}

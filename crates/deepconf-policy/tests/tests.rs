@@ -41,7 +41,7 @@ proptest! {
 
     #[test]
     fn a_terminated_trace_never_votes(h in outcomes(), keep in 1.0f64..=100.0) {
-        for config in [PolicyConfig::fixed(h.len()), PolicyConfig::offline(h.len(), keep), PolicyConfig::online(1, h.len().max(1), keep), PolicyConfig::compat()] {
+        for config in [PolicyConfig::fixed(h.len()), PolicyConfig::offline(h.len(), keep), PolicyConfig::online(1, h.len().max(1), keep), PolicyConfig::prototype()] {
             let mut state = config.start();
             let _ = state.next_step(&h);
             let d = state.decide(&h);

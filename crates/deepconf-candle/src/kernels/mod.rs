@@ -35,143 +35,17 @@
 //! test compares every path the CPU can run.
 #![allow(unsafe_code)]
 
+mod activations;
 mod isa;
 mod scalar;
 
 use rayon::prelude::*;
 
+pub(crate) use activations::{Activations, QuantizedRows};
 pub(crate) use isa::{Isa, IsaKind};
 
 /// Values per quantization block (ggml's QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0 = 32).
 pub(crate) const BLOCK: usize = 32;
-
-/// How a matmul quantizes its activations: the ggml block type that llama.cpp's CPU backend
-/// pairs with the weights' GGUF type (`vec_dot_type` in ggml-cpu), reproduced exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Activations {
-    /// For Q4_0, Q5_0, Q8_0 weights: per 32 values `d = max|x| / 127` rounded to f16,
-    /// `q = round_half_even(x * 127 / max|x|)`.
-    Q8_0,
-    /// For Q4_1, Q5_1 weights: as Q8_0, plus the block's `d * sum(q)` rounded to f16.
-    Q8_1,
-    /// For K-quant weights: per 256 values one f32 scale `d = -max / 127` where `max` is the
-    /// value of largest magnitude, `q = min(127, round_half_even(-127 x / max))`.
-    Q8K,
-}
-
-impl Activations {
-    const ALL: [Activations; 3] = [Activations::Q8_0, Activations::Q8_1, Activations::Q8K];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Values that share one scale.
-    fn group(self) -> usize {
-        match self {
-            Activations::Q8_0 | Activations::Q8_1 => BLOCK,
-            Activations::Q8K => 256,
-        }
-    }
-}
-
-/// Activation rows quantized to 8 bits, as 32-value blocks for the kernels (a Q8_K scale is
-/// repeated over its eight blocks).
-#[derive(Debug, Default)]
-pub(crate) struct QuantizedRows {
-    rows: usize,
-    blocks_per_row: usize,
-    /// Per block: the scale `d` of its values.
-    scales: Vec<f32>,
-    /// Per block: `d * sum(q)`, which carries the minimum term of the 4- and 5-bit layouts.
-    scaled_sums: Vec<f32>,
-    /// Quantized values, `rows * blocks_per_row * 32`.
-    values: Vec<i8>,
-}
-
-/// One group to quantize: its values, and where its bytes, block scales and scaled sums go.
-type GroupJob<'a> = (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [f32]);
-
-/// Quantizes one group of values as `scheme` says (see [`Activations`]).
-fn quantize_group(scheme: Activations, (((x, q), scales), sums): GroupJob<'_>) {
-    let (d, scale) = match scheme {
-        Activations::Q8_0 | Activations::Q8_1 => {
-            let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            for (qv, &v) in q.iter_mut().zip(x) {
-                *qv = (v * id).round_ties_even() as i8;
-            }
-            (d, half::f16::from_f32(d).to_f32())
-        }
-        Activations::Q8K => {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
-                q.fill(0);
-                (0.0, 0.0)
-            } else {
-                let iscale = -127.0 / max;
-                for (qv, &v) in q.iter_mut().zip(x) {
-                    *qv = ((iscale * v).round_ties_even() as i32).min(127) as i8;
-                }
-                let d = 1.0 / iscale;
-                (d, d)
-            }
-        }
-    };
-    for ((block, s), sum_out) in q.chunks_exact(BLOCK).zip(scales).zip(sums) {
-        let sum: i32 = block.iter().map(|&v| i32::from(v)).sum();
-        *s = scale;
-        *sum_out = match scheme {
-            Activations::Q8_1 => half::f16::from_f32(d * sum as f32).to_f32(),
-            Activations::Q8_0 | Activations::Q8K => scale * sum as f32,
-        };
-    }
-}
-
-impl QuantizedRows {
-    /// Quantizes `rows` rows of `cols` values (`cols` a multiple of 32, of 256 for
-    /// [`Activations::Q8K`]).
-    pub(crate) fn quantize_from(
-        &mut self,
-        x: &[f32],
-        rows: usize,
-        cols: usize,
-        scheme: Activations,
-    ) {
-        debug_assert_eq!(x.len(), rows * cols);
-        let group = scheme.group();
-        debug_assert_eq!(cols % group, 0);
-        let blocks = rows * cols / BLOCK;
-        self.rows = rows;
-        self.blocks_per_row = cols / BLOCK;
-        self.scales.resize(blocks, 0.0);
-        self.scaled_sums.resize(blocks, 0.0);
-        self.values.resize(rows * cols, 0);
-        let per_group = group / BLOCK;
-        // A batch of rows is worth splitting across threads; a single decode row is not.
-        if rows >= 4 {
-            x.par_chunks_exact(group)
-                .zip(self.values.par_chunks_exact_mut(group))
-                .zip(self.scales.par_chunks_exact_mut(per_group))
-                .zip(self.scaled_sums.par_chunks_exact_mut(per_group))
-                .with_min_len(64 / per_group)
-                .for_each(|job| quantize_group(scheme, job));
-        } else {
-            x.chunks_exact(group)
-                .zip(self.values.chunks_exact_mut(group))
-                .zip(self.scales.chunks_exact_mut(per_group))
-                .zip(self.scaled_sums.chunks_exact_mut(per_group))
-                .for_each(|job| quantize_group(scheme, job));
-        }
-    }
-}
 
 /// A weight matrix of `rows` output features by `cols` input features, row-major; 32-value
 /// blocks run along the rows (see the module docs for what each layout holds).
@@ -729,94 +603,6 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         sum += x * y;
     }
     sum
-}
-
-/// Most activation rows (traces) one tile handles; tile results travel in a [`TileOut`].
-#[cfg(target_arch = "x86_64")]
-const MAX_TILE_TRACES: usize = 8;
-
-/// Results of one tile, `out[weight row][activation row]`, in a fixed-size buffer.
-#[cfg(target_arch = "x86_64")]
-type TileOut = [[f32; MAX_TILE_TRACES]; 4];
-
-/// Copies a tile's results into a [`TileOut`].
-#[cfg(target_arch = "x86_64")]
-fn copy_tile<const R: usize, const T: usize>(out: &mut TileOut, tile: [[f32; T]; R]) {
-    for (dst, src) in out.iter_mut().zip(&tile) {
-        dst[..T].copy_from_slice(src);
-    }
-}
-
-/// Calls `$tile::<rows, t, $layout>(args)` for every tile shape [`drive`] asks for; `$layout` is
-/// the kernel's const layout flag.
-#[cfg(target_arch = "x86_64")]
-macro_rules! dispatch_tile {
-    ($tile:ident::<$layout:ident>, $rows:expr, $t:expr, ($($arg:expr),*)) => {{
-        let mut out = [[0f32; MAX_TILE_TRACES]; 4];
-        match ($rows, $t) {
-            (4, 1) => copy_tile(&mut out, $tile::<4, 1, $layout>($($arg),*)),
-            (2, MAX_TILE_TRACES) => {
-                copy_tile(&mut out, $tile::<2, MAX_TILE_TRACES, $layout>($($arg),*))
-            }
-            (2, 4) => copy_tile(&mut out, $tile::<2, 4, $layout>($($arg),*)),
-            (2, 1) => copy_tile(&mut out, $tile::<2, 1, $layout>($($arg),*)),
-            (1, MAX_TILE_TRACES) => {
-                copy_tile(&mut out, $tile::<1, MAX_TILE_TRACES, $layout>($($arg),*))
-            }
-            (1, 4) => copy_tile(&mut out, $tile::<1, 4, $layout>($($arg),*)),
-            _ => copy_tile(&mut out, $tile::<1, 1, $layout>($($arg),*)),
-        }
-        out
-    }};
-}
-
-/// Walks `range x 0..m` in tiles of `rows` weight rows (`batch_1_rows` for batch 1, else 2; 1 for
-/// a remainder) by `t` activation rows (`max_traces` (4 or 8), 4 or 1). `tile(rows, j, r0, t)`
-/// computes one tile.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn drive(
-    range: std::ops::Range<usize>,
-    m: usize,
-    batch_1_rows: usize,
-    max_traces: usize,
-    out_t: &mut [f32],
-    tile: impl Fn(usize, usize, usize, usize) -> TileOut,
-) {
-    let rows_per_tile = if m == 1 { batch_1_rows } else { 2 };
-    let mut j = range.start;
-    while j < range.end {
-        let rows = if j + rows_per_tile <= range.end {
-            rows_per_tile
-        } else {
-            1
-        };
-        let mut r0 = 0;
-        while r0 < m {
-            let t = if m > 1 && r0 + max_traces <= m {
-                max_traces
-            } else if m > 1 && r0 + 4 <= m {
-                4
-            } else {
-                1
-            };
-            let out = tile(rows, j, r0, t);
-            for (i, row) in out.iter().enumerate().take(rows) {
-                let at = (j - range.start + i) * m + r0;
-                out_t[at..at + t].copy_from_slice(&row[..t]);
-            }
-            r0 += t;
-        }
-        j += rows;
-    }
-}
-
-/// A fixed-size array cut from `data` at `start`: loads from it need no further bounds check.
-#[cfg(target_arch = "x86_64")]
-fn chunk<const N: usize, E>(data: &[E], start: usize) -> &[E; N] {
-    data[start..start + N]
-        .try_into()
-        .expect("a slice of N elements")
 }
 
 #[cfg(target_arch = "x86_64")]

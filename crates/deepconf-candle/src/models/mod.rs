@@ -351,7 +351,7 @@ fn gguf_layers(
                 ffn_norm: gguf.vector(&format!("{p}.ffn_norm.weight"))?,
                 gate_up,
                 down: gguf.matrix(&format!("{p}.ffn_down.weight"), format)?,
-                lora: None,
+                low_rank: None,
             })
         })
         .collect()

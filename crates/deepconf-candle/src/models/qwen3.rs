@@ -152,7 +152,7 @@ pub(crate) fn load_safetensors(
                     st.matrix(&format!("{p}.mlp.up_proj.weight"), format)?,
                 ]),
                 down: st.matrix(&format!("{p}.mlp.down_proj.weight"), format)?,
-                lora: None,
+                low_rank: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

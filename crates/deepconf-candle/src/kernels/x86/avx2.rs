@@ -5,10 +5,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::{
-    BLOCK, ByteBlocks, MAX_TILE_TRACES, NibbleBlocks, QuantizedRows, copy_tile, drive,
-};
-use super::{load_16, load_32};
+use super::super::{BLOCK, ByteBlocks, NibbleBlocks, QuantizedRows};
+use super::{MAX_TILE_TRACES, copy_tile, drive, load_16, load_32};
 
 /// Integer dot products of 32 unsigned weight bytes with 32 signed activation bytes, summed in
 /// groups of four into eight i32 lanes (lane `k` covers bytes `4k..4k + 4`). `vpmaddubsw`

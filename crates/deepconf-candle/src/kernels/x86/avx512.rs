@@ -6,9 +6,8 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::{
-    BLOCK, ByteBlocks, MAX_TILE_TRACES, NibbleBlocks, QuantizedRows, chunk, copy_tile, drive,
-};
+use super::super::{BLOCK, ByteBlocks, NibbleBlocks, QuantizedRows};
+use super::{MAX_TILE_TRACES, chunk, copy_tile, drive};
 
 /// Bytes of two blocks of packed nibbles, and of two blocks of 8-bit values.
 const PAIR_NIBBLES: usize = 32;

@@ -1,13 +1,6 @@
-//! LoRA adapters in PEFT's file format: `adapter_config.json` (rank, alpha, target modules) and
-//! `adapter_model.safetensors` with keys such as
-//! `base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight` (`rank x in`) and `...lora_B.weight`
-//! (`out x rank`). The update of a projection `W` (`out x in`) is `W + (alpha / rank) * B A`
-//! (`alpha / sqrt(rank)` with `use_rslora`).
-//!
-//! The factors are kept in the Hugging Face layout the adapter was trained in; llama.cpp's Llama
-//! GGUF files hold the query and key rows permuted (each head's two halves interleaved so that
-//! rotary embeddings pair adjacent dimensions), so [`CandleModelBuilder::adapter`](crate::CandleModelBuilder::adapter)
-//! permutes the rows of those deltas the same way before adding them.
+//! PEFT's adapter directory: `adapter_config.json` ([`LoraConfig`]) and
+//! `adapter_model.safetensors` (the factors, under keys [`Projection::peft_key`] names), read into
+//! a [`LoraAdapter`] and written back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,86 +8,15 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::decoder::{Decoder, DecoderConfig, RopeStyle};
-use crate::kernels::{MatmulScratch, WeightMatrix};
-use crate::models::dense_to_format;
-use crate::{Error, Result, WeightFormat};
+use super::{Factor, Projection};
+use crate::{Error, Result};
 
 /// File name of the adapter's weights inside its directory.
 pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// File name of the adapter's configuration inside its directory.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
-/// Directory name of the guarded adapter inside `<cache>/models/`.
-pub const GUARDED_ADAPTER_DIR: &str = "SmolLM2-135M-Instruct-guarded-lora";
-
-/// Where the guarded adapter of the default model lives: `<cache>/models/SmolLM2-135M-Instruct-guarded-lora/`
-/// (`cargo xtask fetch-model guarded` installs it there).
-pub fn guarded_adapter_dir() -> PathBuf {
-    deepconf_core::cache_dir()
-        .join("models")
-        .join(GUARDED_ADAPTER_DIR)
-}
-
-/// A projection of a transformer block that a LoRA adapter can update, by its Hugging Face name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Projection {
-    /// `self_attn.q_proj`.
-    QProj,
-    /// `self_attn.k_proj`.
-    KProj,
-    /// `self_attn.v_proj`.
-    VProj,
-    /// `self_attn.o_proj`.
-    OProj,
-    /// `mlp.gate_proj`.
-    GateProj,
-    /// `mlp.up_proj`.
-    UpProj,
-    /// `mlp.down_proj`.
-    DownProj,
-}
 
 impl Projection {
-    /// Every projection, in the order of the forward pass.
-    pub const ALL: [Projection; 7] = [
-        Projection::QProj,
-        Projection::KProj,
-        Projection::VProj,
-        Projection::OProj,
-        Projection::GateProj,
-        Projection::UpProj,
-        Projection::DownProj,
-    ];
-
-    /// The module name PEFT uses in `target_modules` (`q_proj`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Projection::QProj => "q_proj",
-            Projection::KProj => "k_proj",
-            Projection::VProj => "v_proj",
-            Projection::OProj => "o_proj",
-            Projection::GateProj => "gate_proj",
-            Projection::UpProj => "up_proj",
-            Projection::DownProj => "down_proj",
-        }
-    }
-
-    /// The block the module sits in: `self_attn` or `mlp`.
-    pub fn block(self) -> &'static str {
-        match self {
-            Projection::QProj | Projection::KProj | Projection::VProj | Projection::OProj => {
-                "self_attn"
-            }
-            Projection::GateProj | Projection::UpProj | Projection::DownProj => "mlp",
-        }
-    }
-
-    /// The projection named `name` (`q_proj`, ...).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
     /// The PEFT key of factor `A` or `B` of this projection in `layer`.
     pub fn peft_key(self, layer: usize, factor: Factor) -> String {
         let f = match factor {
@@ -107,15 +29,6 @@ impl Projection {
             self.name()
         )
     }
-}
-
-/// One of the two factors of a low-rank update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Factor {
-    /// `lora_A`: `rank x in`, applied first.
-    A,
-    /// `lora_B`: `out x rank`.
-    B,
 }
 
 /// The settings of an adapter that its `adapter_config.json` holds (PEFT's names).
@@ -522,270 +435,6 @@ fn parse_key(key: &str) -> Option<(usize, Projection, Factor)> {
     Some((layer, projection, factor))
 }
 
-/// How an adapter is applied to a loaded model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdapterMode {
-    /// Added into the weights at load: every updated matrix is dequantized, gets `scale * B A`
-    /// and is stored in `format` (Q8_0 by default: the fast 8-bit kernels; a second rounding of
-    /// 4-bit weights). [`WeightFormat::Native`] means Q8_0 here, since a merged matrix has no
-    /// file format of its own. Untouched matrices keep the builder's weight format.
-    Merged(WeightFormat),
-    /// Kept apart: the base weights run as loaded and every updated projection adds
-    /// `scale * B (A x)` in f32 (exact; slower).
-    Unmerged,
-}
-
-impl AdapterMode {
-    /// [`AdapterMode::Merged`] into Q8_0, the default.
-    pub const MERGED_Q8_0: AdapterMode = AdapterMode::Merged(WeightFormat::Q8_0);
-}
-
-impl Default for AdapterMode {
-    fn default() -> Self {
-        Self::MERGED_Q8_0
-    }
-}
-
-/// A low-rank update kept apart from its (fused) weight matrix: `out += up (down x)`, with
-/// `down` the stacked `A` factors of the fused parts and `up` their `scale * B` placed at each
-/// part's rows (zero elsewhere).
-#[derive(Debug, Clone)]
-pub(crate) struct LowRank {
-    down: WeightMatrix,
-    up: WeightMatrix,
-}
-
-impl LowRank {
-    /// Adds the update of `m` rows of `x` to `out` (`m x rows`).
-    pub(crate) fn add_to(&self, x: &[f32], m: usize, out: &mut [f32], scratch: &mut MatmulScratch) {
-        let mut hidden = vec![0f32; m * self.down.rows()];
-        self.down.matmul(x, m, &mut hidden, scratch);
-        let mut update = vec![0f32; m * self.up.rows()];
-        self.up.matmul(&hidden, m, &mut update, scratch);
-        for (o, u) in out.iter_mut().zip(&update) {
-            *o += u;
-        }
-    }
-}
-
-/// The unmerged updates of one transformer block's fused matrices.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LayerLora {
-    pub qkv: Option<LowRank>,
-    pub attn_out: Option<LowRank>,
-    pub gate_up: Option<LowRank>,
-    pub down: Option<LowRank>,
-}
-
-/// The row of a head in the Hugging Face layout that row `row` of llama.cpp's permuted Q/K
-/// layout holds: the converter interleaves each head's first and second halves.
-fn hf_row(row: usize, head_dim: usize) -> usize {
-    let (head, r) = (row / head_dim, row % head_dim);
-    head * head_dim + (r % 2) * (head_dim / 2) + r / 2
-}
-
-/// `scale * B A` of one projection in the decoder's row layout.
-fn delta_in_layout(
-    factors: &LoraFactors,
-    rank: usize,
-    scale: f32,
-    permute_heads: Option<usize>,
-) -> Vec<f32> {
-    let delta = factors.delta(rank, scale);
-    match permute_heads {
-        None => delta,
-        Some(head_dim) => {
-            let k = factors.in_features;
-            let mut out = vec![0f32; delta.len()];
-            for (row, dst) in out.chunks_exact_mut(k).enumerate() {
-                let src = hf_row(row, head_dim);
-                dst.copy_from_slice(&delta[src * k..(src + 1) * k]);
-            }
-            out
-        }
-    }
-}
-
-/// Every row of `matrix` as f32.
-fn dense(matrix: &WeightMatrix) -> Vec<f32> {
-    let (rows, cols) = (matrix.rows(), matrix.cols());
-    let mut out = vec![0f32; rows * cols];
-    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-        matrix.dequantize_row(r, row);
-    }
-    out
-}
-
-/// One fused matrix and the projections stacked in it, in row order.
-/// What every fused matrix of a decoder is updated with.
-struct Application<'a> {
-    adapter: &'a LoraAdapter,
-    mode: AdapterMode,
-    config: &'a DecoderConfig,
-    path: &'a Path,
-}
-
-fn apply_fused(
-    matrix: &mut WeightMatrix,
-    lora: &mut Option<LowRank>,
-    parts: &[Projection],
-    layer: usize,
-    how: &Application<'_>,
-) -> Result<()> {
-    let Application {
-        adapter,
-        mode,
-        config,
-        path,
-    } = *how;
-    let (rows, cols) = (matrix.rows(), matrix.cols());
-    let heights: Vec<usize> = parts
-        .iter()
-        .map(|p| match p {
-            Projection::QProj => config.heads * config.head_dim,
-            Projection::KProj | Projection::VProj => config.kv_heads * config.head_dim,
-            _ => rows / parts.len(),
-        })
-        .collect();
-    if heights.iter().sum::<usize>() != rows {
-        return Err(Error::Model {
-            path: path.to_path_buf(),
-            message: format!(
-                "layer {layer}: fused projection of {rows} rows cannot hold {parts:?}"
-            ),
-        });
-    }
-    let rank = adapter.config.r;
-    let scale = adapter.config.scale();
-    let mut present = Vec::new();
-    let mut offset = 0;
-    for (&p, &height) in parts.iter().zip(&heights) {
-        if let Some(f) = adapter.factors(layer, p) {
-            if f.in_features != cols || f.out_features != height {
-                return Err(Error::Model {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "tensor `{}`: the update is {} x {} but the model's {} in layer {layer} is {height} x {cols}",
-                        p.peft_key(layer, Factor::B),
-                        f.out_features,
-                        f.in_features,
-                        p.name()
-                    ),
-                });
-            }
-            present.push((p, offset, f));
-        }
-        offset += height;
-    }
-    if present.is_empty() {
-        return Ok(());
-    }
-    let permute = |p: Projection| {
-        (config.rope.style == RopeStyle::Interleaved
-            && matches!(p, Projection::QProj | Projection::KProj))
-        .then_some(config.head_dim)
-    };
-    match mode {
-        AdapterMode::Merged(format) => {
-            let mut weights = dense(matrix);
-            for &(p, offset, f) in &present {
-                let delta = delta_in_layout(f, rank, scale, permute(p));
-                for (w, d) in weights[offset * cols..].iter_mut().zip(&delta) {
-                    *w += d;
-                }
-            }
-            let format = match format {
-                WeightFormat::Native => WeightFormat::Q8_0,
-                other => other,
-            };
-            *matrix = dense_to_format(weights, rows, cols, format);
-        }
-        AdapterMode::Unmerged => {
-            let total_rank = rank * present.len();
-            let mut down = vec![0f32; total_rank * cols];
-            let mut up = vec![0f32; rows * total_rank];
-            for (i, &(p, offset, f)) in present.iter().enumerate() {
-                down[i * rank * cols..(i + 1) * rank * cols].copy_from_slice(&f.a);
-                for r in 0..f.out_features {
-                    let src = permute(p).map_or(r, |hd| hf_row(r, hd));
-                    for j in 0..rank {
-                        up[(offset + r) * total_rank + i * rank + j] = scale * f.b[src * rank + j];
-                    }
-                }
-            }
-            *lora = Some(LowRank {
-                down: WeightMatrix::F32 {
-                    rows: total_rank,
-                    cols,
-                    data: down,
-                },
-                up: WeightMatrix::F32 {
-                    rows,
-                    cols: total_rank,
-                    data: up,
-                },
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Applies `adapter` to every block of `decoder` as `mode` says. Projections and layers the
-/// decoder does not have, or shapes that differ, are errors naming the tensor.
-pub(crate) fn apply_adapter(
-    decoder: &mut Decoder,
-    adapter: &LoraAdapter,
-    mode: AdapterMode,
-    path: &Path,
-) -> Result<()> {
-    let layers = decoder.layers.len();
-    if let Some(((layer, p), _)) = adapter.iter().find(|((l, _), _)| *l >= layers) {
-        return Err(Error::Model {
-            path: path.to_path_buf(),
-            message: format!(
-                "tensor `{}` updates layer {layer}, but the model has {layers} layers",
-                p.peft_key(layer, Factor::A)
-            ),
-        });
-    }
-    let config = decoder.config.clone();
-    let how = Application {
-        adapter,
-        mode,
-        config: &config,
-        path,
-    };
-    for (i, layer) in decoder.layers.iter_mut().enumerate() {
-        let mut lora = LayerLora::default();
-        use Projection::*;
-        apply_fused(
-            &mut layer.qkv,
-            &mut lora.qkv,
-            &[QProj, KProj, VProj],
-            i,
-            &how,
-        )?;
-        apply_fused(&mut layer.attn_out, &mut lora.attn_out, &[OProj], i, &how)?;
-        apply_fused(
-            &mut layer.gate_up,
-            &mut lora.gate_up,
-            &[GateProj, UpProj],
-            i,
-            &how,
-        )?;
-        apply_fused(&mut layer.down, &mut lora.down, &[DownProj], i, &how)?;
-        if lora.qkv.is_some()
-            || lora.attn_out.is_some()
-            || lora.gate_up.is_some()
-            || lora.down.is_some()
-        {
-            layer.lora = Some(lora);
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -811,15 +460,6 @@ mod tests {
             None
         );
         assert_eq!(parse_key("base_model.model.lm_head.weight"), None);
-    }
-
-    #[test]
-    fn hf_rows_follow_the_converter_permutation() {
-        // llama.cpp's converter: w.reshape(heads, 2, hd / 2, in).swapaxes(1, 2): row 2i + j of a
-        // head holds Hugging Face row j * hd / 2 + i.
-        let hd = 8;
-        let rows: Vec<usize> = (0..2 * hd).map(|r| hf_row(r, hd)).collect();
-        assert_eq!(rows, [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The prototype's schedule, for comparison with old runs: `warmup_traces` traces, then batches of
-//! `batch_size` up to `max_traces`, stopping once the mean confidence of the newest batch reaches
-//! the `percentile`th percentile of the warmup traces' mean confidences. Plain majority vote.
+//! The sampling schedule of the Python prototype this project replaces, for comparison with its
+//! runs: `warmup_traces` traces, then batches of `batch_size` up to `max_traces`, stopping once the
+//! mean confidence of the newest batch reaches the `percentile`th percentile of the warmup traces'
+//! mean confidences. Plain majority vote.
 
 use crate::{BallotBox, FinishReason, Phase, Step, TraceMetric, TraceOutcome, Voting, percentile};
 
-/// The schedule's parameters (the fields of [`PolicyConfig::Compat`](crate::PolicyConfig)).
+/// The schedule's parameters (the fields of [`PolicyConfig::Prototype`](crate::PolicyConfig::Prototype)).
 pub(crate) struct Schedule {
     pub(crate) warmup_traces: usize,
     pub(crate) batch_size: usize,
@@ -69,4 +70,50 @@ pub(crate) fn next_step<A: Ord + Clone>(
 /// Every completed trace votes once (plain majority), ranked by mean confidence.
 pub(crate) fn ballot_box(traces: usize, threshold: Option<f64>) -> BallotBox {
     BallotBox::open(traces, threshold, Voting::Majority, TraceMetric::Mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{FinishReason, Phase, PolicyConfig, Step, t};
+
+    #[test]
+    fn prototype_stops_when_batch_mean_reaches_warmup_percentile() {
+        let mut s = PolicyConfig::prototype().start();
+        assert!(matches!(
+            s.next_step::<String>(&[]),
+            Step::Generate {
+                count: 3,
+                phase: Phase::Warmup,
+                ..
+            }
+        ));
+        let mut h = vec![t(0, "a", 1.0), t(1, "a", 2.0), t(2, "b", 3.0)];
+        assert!(matches!(
+            s.next_step(&h),
+            Step::Generate {
+                count: 3,
+                phase: Phase::Adaptive,
+                ..
+            }
+        ));
+        h.extend([t(3, "a", 1.0), t(4, "a", 1.0), t(5, "a", 1.0)]);
+        assert!(matches!(s.next_step(&h), Step::Generate { count: 3, .. }));
+        h.extend([t(6, "a", 2.0), t(7, "b", 2.5), t(8, "b", 2.0)]);
+        match s.next_step(&h) {
+            Step::Finish(FinishReason::ConfidenceReached {
+                batch_mean, target, ..
+            }) => {
+                assert_eq!(target, 2.0);
+                assert!((batch_mean - 6.5 / 3.0).abs() < 1e-12);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Budget: the 10th trace is a partial batch of 1.
+        h.push(t(9, "a", 0.0));
+        let mut s = PolicyConfig::prototype().start();
+        assert!(matches!(
+            s.next_step(&h),
+            Step::Finish(FinishReason::Budget { traces: 10, .. })
+        ));
+    }
 }
