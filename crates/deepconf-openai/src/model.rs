@@ -3,14 +3,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::channel;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deepconf_core::pool::{self, JobContext};
 use deepconf_core::{
     Capabilities, GenerationRequest, LogprobModel, Prompt, StopReason, TokenControl, TokenObserver,
     TokenStep, Trace, TraceSpec,
 };
+use async_lock::Semaphore;
 use serde_json::Value;
 
 use crate::config::{OpenAiBuilder, OpenAiConfig};
@@ -46,7 +47,9 @@ const MAX_QUOTED: usize = 600;
 pub struct OpenAiModel {
     config: Arc<OpenAiConfig>,
     agent: ureq::Agent,
-    permits: Arc<Permits>,
+    /// Bounds requests in flight across clones; blocking acquire, as every request runs on a
+    /// thread of its own.
+    permits: Arc<Semaphore>,
     replicas: Arc<Replicas>,
 }
 
@@ -268,7 +271,7 @@ impl OpenAiModel {
             .max_idle_connections(config.max_concurrency * (1 + config.replicas.len()))
             .build();
         Self {
-            permits: Arc::new(Permits::new(config.max_concurrency)),
+            permits: Arc::new(Semaphore::new(config.max_concurrency)),
             replicas: Arc::new(Replicas::new(&config)),
             config: Arc::new(config),
             agent,
@@ -325,7 +328,7 @@ impl OpenAiModel {
         loop {
             attempts += 1;
             let outcome = {
-                let _permit = self.permits.acquire();
+                let _permit = self.permits.acquire_blocking();
                 let replica = self.replicas.pick(affinity);
                 let outcome = attempt(replica, &self.replicas.list[replica].base_url);
                 match &outcome {
@@ -900,63 +903,12 @@ impl TraceAssembler {
     }
 }
 
-/// A counting semaphore bounding requests in flight across clones of a model.
-#[derive(Debug)]
-struct Permits {
-    free: Mutex<usize>,
-    released: Condvar,
-}
-
-impl Permits {
-    fn new(count: usize) -> Self {
-        Self {
-            free: Mutex::new(count),
-            released: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-struct Permit<'a>(&'a Permits);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.released.notify_one();
-    }
-}
-
-/// Sets its flag when dropped, also while unwinding.
-struct CancelOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// What a worker tells the calling thread.
+/// What a worker tells the calling thread about its trace while it runs.
 enum Report {
-    Token {
-        slot: usize,
-        step: TokenStep,
-    },
-    Restart {
-        slot: usize,
-    },
-    Done {
-        slot: usize,
-        /// The trace and, per token, the length of its text if cut after that token.
-        result: Result<(Trace, Vec<usize>)>,
-    },
+    /// One more token of the current attempt.
+    Token(TokenStep),
+    /// The attempt failed and the trace starts again.
+    Restart,
 }
 
 impl OpenAiModel {
@@ -985,7 +937,6 @@ impl OpenAiModel {
                 })
                 .collect();
         }
-        let cancel = AtomicBool::new(false);
         let mut results: Vec<Option<Trace>> = vec![None; traces.len()];
         let mut first_error: Option<OpenAiError> = None;
         // Per trace: the observer's stop, as `(attempt + 1) << 32 | tokens kept`, 0 for none.
@@ -993,109 +944,79 @@ impl OpenAiModel {
         // Per trace, on this thread: tokens the observer saw in the current attempt, whether it
         // stopped the trace, and the attempt.
         let mut seen: Vec<(usize, bool, u32)> = vec![(0, false, 0); traces.len()];
-        let (report_tx, report_rx) = channel::<Report>();
-        // This thread hands out the traces, a new one for each that ended, so that no trace
-        // starts once it has stopped reading (an error, or a panicking observer).
-        let (work_tx, work_rx) = channel::<usize>();
-        let work_rx = Mutex::new(work_rx);
-        let this = self;
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let report_tx = report_tx.clone();
-                let (work_rx, cancel, stops) = (&work_rx, &cancel, &stops);
-                scope.spawn(move || {
-                    loop {
-                        let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(slot) = next else { break };
-                        if cancel.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let mut sink = ChannelSink {
-                            slot,
-                            reports: &report_tx,
-                            stop: &stops[slot],
-                            attempt: 0,
-                            cancel,
-                        };
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            this.run_trace(request, traces[slot], seeds[slot], &mut sink, cancel)
-                        }))
-                        .unwrap_or(Err(OpenAiError::WorkerPanicked {
-                            trace: traces[slot].index,
-                        }));
-                        if report_tx.send(Report::Done { slot, result }).is_err() {
-                            break;
-                        }
+        // The pool hands out the traces from this thread, a new one for each that ended, so that
+        // no trace starts once it has stopped reading (an error, or a panicking observer); its
+        // stop flag then also cuts the traces in flight.
+        pool::run::<(), Report, Result<(Trace, Vec<usize>)>>(
+            vec![(); workers],
+            traces.len(),
+            |_, job| {
+                let slot = job.index();
+                let mut sink = ChannelSink {
+                    job,
+                    stop: &stops[slot],
+                    attempt: 0,
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.run_trace(
+                        request,
+                        traces[slot],
+                        seeds[slot],
+                        &mut sink,
+                        job.stop_flag(),
+                    )
+                }))
+                .unwrap_or(Err(OpenAiError::WorkerPanicked {
+                    trace: traces[slot].index,
+                }))
+            },
+            |event| match event {
+                pool::Event::Message {
+                    index: slot,
+                    message: Report::Token(step),
+                } => {
+                    let (count, stopped, attempt) = &mut seen[slot];
+                    if *stopped || first_error.is_some() {
+                        return pool::Flow::Continue;
                     }
-                });
-            }
-            // Only workers hold senders now, so the loop ends when the last worker exits.
-            drop(report_tx);
-            // Owned here so that a panicking observer drops it before the scope joins the
-            // workers: their sends then fail and they stop. The guard, dropped first, keeps them
-            // from starting another trace meanwhile.
-            let report_rx = report_rx;
-            let mut work_tx = Some(work_tx);
-            let mut granted = 0;
-            while granted < workers {
-                if let Some(work) = &work_tx {
-                    let _ = work.send(granted);
+                    *count += 1;
+                    if observer.on_token(&traces[slot], &step) == TokenControl::Stop {
+                        *stopped = true;
+                        let flag = (u64::from(*attempt) + 1) << 32 | *count as u64;
+                        stops[slot].store(flag, Ordering::Release);
+                    }
+                    pool::Flow::Continue
                 }
-                granted += 1;
-            }
-            if granted == traces.len() {
-                work_tx = None;
-            }
-            let _cancel_on_unwind = CancelOnDrop(&cancel);
-            while let Ok(report) = report_rx.recv() {
-                match report {
-                    Report::Token { slot, step } => {
-                        let (count, stopped, attempt) = &mut seen[slot];
-                        if *stopped || cancel.load(Ordering::Relaxed) {
-                            continue;
-                        }
-                        *count += 1;
-                        if observer.on_token(&traces[slot], &step) == TokenControl::Stop {
-                            *stopped = true;
-                            let flag = (u64::from(*attempt) + 1) << 32 | *count as u64;
-                            stops[slot].store(flag, Ordering::Release);
-                        }
-                    }
-                    Report::Restart { slot } => {
-                        let (count, stopped, attempt) = &mut seen[slot];
-                        (*count, *stopped) = (0, false);
-                        *attempt += 1;
-                        observer.on_restart(&traces[slot]);
-                    }
-                    Report::Done { slot, result } => {
-                        match result {
-                            Ok((trace, cuts)) => {
-                                let (count, stopped, _) = seen[slot];
-                                results[slot] = Some(if stopped {
-                                    cut(trace, count, &cuts)
-                                } else {
-                                    trace
-                                });
-                            }
-                            Err(error) => {
-                                cancel.store(true, Ordering::Relaxed);
-                                first_error.get_or_insert(error);
-                            }
-                        }
-                        if granted < traces.len() && !cancel.load(Ordering::Relaxed) {
-                            if let Some(work) = &work_tx {
-                                let _ = work.send(granted);
-                            }
-                            granted += 1;
-                        }
-                        // Without more work the workers' waits end and they exit.
-                        if granted == traces.len() || cancel.load(Ordering::Relaxed) {
-                            work_tx = None;
-                        }
-                    }
+                pool::Event::Message {
+                    index: slot,
+                    message: Report::Restart,
+                } => {
+                    let (count, stopped, attempt) = &mut seen[slot];
+                    (*count, *stopped) = (0, false);
+                    *attempt += 1;
+                    observer.on_restart(&traces[slot]);
+                    pool::Flow::Continue
                 }
-            }
-        });
+                pool::Event::Done {
+                    index: slot,
+                    result,
+                } => match result {
+                    Ok((trace, cuts)) => {
+                        let (count, stopped, _) = seen[slot];
+                        results[slot] = Some(if stopped {
+                            cut(trace, count, &cuts)
+                        } else {
+                            trace
+                        });
+                        pool::Flow::Continue
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        pool::Flow::Stop
+                    }
+                },
+            },
+        );
         if let Some(error) = first_error {
             return Err(error);
         }
@@ -1209,25 +1130,20 @@ impl LogprobModel for OpenAiModel {
 }
 
 /// A worker thread's sink: every token goes to the calling thread, whose observer may flag a stop.
-struct ChannelSink<'a> {
-    slot: usize,
-    reports: &'a std::sync::mpsc::Sender<Report>,
+struct ChannelSink<'a, 'p> {
+    job: &'a JobContext<'p, Report, Result<(Trace, Vec<usize>)>>,
     /// The observer's stop for this trace (see `batch_per_trace`).
     stop: &'a AtomicU64,
     /// Attempts restarted so far.
     attempt: u32,
-    cancel: &'a AtomicBool,
 }
 
-impl TraceSink for ChannelSink<'_> {
+impl TraceSink for ChannelSink<'_, '_> {
     fn token(&mut self, step: &TokenStep) -> TokenControl {
-        let sent = self.reports.send(Report::Token {
-            slot: self.slot,
-            step: step.clone(),
-        });
+        let sent = self.job.send(Report::Token(step.clone()));
         let flag = self.stop.load(Ordering::Acquire);
         let stopped = flag != 0 && (flag >> 32) == u64::from(self.attempt) + 1;
-        if sent.is_err() || stopped || self.cancel.load(Ordering::Relaxed) {
+        if !sent || stopped || self.job.stopped() {
             TokenControl::Stop
         } else {
             TokenControl::Continue
@@ -1236,7 +1152,7 @@ impl TraceSink for ChannelSink<'_> {
 
     fn restart(&mut self) {
         self.attempt += 1;
-        let _ = self.reports.send(Report::Restart { slot: self.slot });
+        let _ = self.job.send(Report::Restart);
     }
 }
 
