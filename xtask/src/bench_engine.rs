@@ -492,7 +492,9 @@ fn plain_client(
         match agent.post(&url).send_json(body) {
             Ok(response) => response
                 .into_json::<serde_json::Value>()
-                .map_or(0, |value| value["usage"]["completion_tokens"].as_u64().unwrap_or(0)),
+                .map_or(0, |value| {
+                    value["usage"]["completion_tokens"].as_u64().unwrap_or(0)
+                }),
             Err(_) => 0,
         }
     };

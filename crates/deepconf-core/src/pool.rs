@@ -161,11 +161,12 @@ pub fn run<W, M, R>(
                         events: &events,
                         stop,
                     };
-                    let payload =
-                        match std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut state, &context))) {
-                            Ok(result) => Payload::Event(Event::Done { index, result }),
-                            Err(panic) => Payload::Panicked(panic),
-                        };
+                    let payload = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        job(&mut state, &context)
+                    })) {
+                        Ok(result) => Payload::Event(Event::Done { index, result }),
+                        Err(panic) => Payload::Panicked(panic),
+                    };
                     if events.send(payload).is_err() {
                         break;
                     }
@@ -348,6 +349,9 @@ mod tests {
 
     #[test]
     fn no_items_no_threads() {
-        assert_eq!(map_ordered(vec![(); 4], &[] as &[u8], |_, &x| Ok::<_, ()>(x)), Ok(vec![]));
+        assert_eq!(
+            map_ordered(vec![(); 4], &[] as &[u8], |_, &x| Ok::<_, ()>(x)),
+            Ok(vec![])
+        );
     }
 }
