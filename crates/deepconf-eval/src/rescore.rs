@@ -7,7 +7,7 @@ use deepconf_core::policy::TraceOutcome;
 use deepconf_records::{InstanceRow, PartLimits, RunWriter, TraceRow, read_run};
 use deepconf_refusal::{RefusalAnswers, RefusalClassifier, RefusalLabel, TraceLabel};
 
-use crate::cli::Classifier;
+use crate::judges::Classifier;
 use crate::{Error, Result};
 
 /// What [`rescore`] did.
