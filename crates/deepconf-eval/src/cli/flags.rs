@@ -221,3 +221,36 @@ pub struct ClassifierArgs {
     #[arg(long)]
     pub patterns: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        classifier: ClassifierArgs,
+    }
+
+    #[test]
+    fn classifier_kinds_are_the_records_kinds() {
+        for kind in [
+            ClassifierKind::Patterns,
+            ClassifierKind::Judge,
+            ClassifierKind::Ensemble,
+        ] {
+            let cli = Cli::try_parse_from(["x", "--classifier", kind.name()]).unwrap();
+            assert_eq!(cli.classifier.kind, kind);
+        }
+        let default = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(default.classifier.kind, ClassifierKind::Patterns);
+        assert!(Cli::try_parse_from(["x", "--classifier", "regex"]).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("[default: patterns]") && help.contains("Patterns first, the judge"),
+            "{help}"
+        );
+    }
+}
