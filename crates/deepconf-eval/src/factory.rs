@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use deepconf_core::LogprobModel;
 use deepconf_records::ModelInfo;
 
-use crate::fingerprint::{file_name, sha256_file};
 use crate::{Error, Result};
 
 /// Which [`LogprobModel`] runs the prompts.
@@ -107,6 +106,7 @@ impl ModelSpec {
 
 #[cfg(feature = "candle")]
 fn load_candle(model: Option<&Path>, adapter: Option<&Path>, guarded: bool) -> Result<Loaded> {
+    use crate::fingerprint::{file_name, sha256_file};
     use deepconf_candle::{CandleModel, LoraAdapter, ModelSource};
     let path = model.map_or_else(deepconf_candle::default_model_path, Path::to_path_buf);
     let adapter_dir = adapter
