@@ -22,7 +22,7 @@ pub enum PolicyKind {
     Compat,
 }
 
-/// The flags every evaluation example shares. Options left out take the example's [`Defaults`].
+/// The flags every evaluation example shares. Options left out take the example's [`Defaults`](crate::Defaults).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Backend that generates the traces.

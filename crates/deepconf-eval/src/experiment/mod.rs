@@ -29,7 +29,7 @@ pub struct ExperimentConfig {
     /// Run name (the example name, e.g. `harmbench`).
     pub name: String,
     /// Policy, confidence and sampling settings; `sampling.seed` is the run seed from which every
-    /// instance's seed derives ([`instance_seed`]).
+    /// instance's seed derives ([`instance_seed`](crate::instance_seed)).
     pub run: RunConfig,
     /// The model that is run.
     pub model: ModelInfo,

@@ -36,7 +36,7 @@ use replicas::Replicas;
 /// the calling thread through a channel and reads on without waiting for the observer's answer (a
 /// round trip per token would cost two thread wake-ups). On [`TokenControl::Stop`] the calling
 /// thread flags the trace; the worker sees the flag at its next token and drops the connection,
-/// which closes the stream, and the trace ends with [`StopReason::Terminated`] holding exactly the
+/// which closes the stream, and the trace ends with [`StopReason::Terminated`](deepconf_core::StopReason::Terminated) holding exactly the
 /// tokens the observer saw (the few read meanwhile are dropped). Servers
 /// notice the closed connection at their next token and stop generating (vLLM aborts the request;
 /// llama-cpp-python logs "Disconnected from client").
