@@ -16,8 +16,9 @@ use deepconf_eval::analysis::CONSENSUS_OFF;
 use deepconf_eval::core::policy::PolicyConfig;
 use deepconf_eval::datasets::Dataset;
 use deepconf_eval::{
-    Backend, Defaults, EvalArgs, GUARDED_MODEL, ModelSummary, Plan, PolicyKind, Story, StoryReport,
-    Stratify, build_backend, build_classifier, mixed_dataset, models_markdown, write_models_report,
+    Backend, Defaults, EvalArgs, FullAndLive, FullAndLiveReport, GUARDED_MODEL, ModelSummary, Plan,
+    PolicyKind, Stratify, build_backend, build_classifier, mixed_dataset, models_markdown,
+    write_models_report,
 };
 
 /// DeepConf on harmful and benign prompts: full traces, every policy replayed, findings first.
@@ -63,9 +64,9 @@ fn main() -> Result<()> {
         &backend,
         &classifier,
     );
-    let mut story = Story::new(experiment)?.stop_on_ctrl_c();
+    let mut pairing = FullAndLive::new(experiment)?.stop_on_ctrl_c();
     if !cli.no_live {
-        story = story.live(live.run.policy.clone())?;
+        pairing = pairing.live(live.run.policy.clone())?;
     }
     eprintln!(
         "mixed: {} prompts ({} harmful, {} benign), model {}, writing {}",
@@ -75,7 +76,7 @@ fn main() -> Result<()> {
         backend.info.name,
         full.out.display()
     );
-    let report = story.run(
+    let report = pairing.run(
         backend.model.as_mut(),
         classifier.classifier.as_mut(),
         &full.out,
@@ -103,7 +104,7 @@ fn run_guarded(
     live: &Plan,
     dataset: &Dataset,
     base: &Backend,
-    base_report: &StoryReport,
+    base_report: &FullAndLiveReport,
 ) -> Result<()> {
     let mut args = eval.clone();
     args.model = Some(GUARDED_MODEL.into());
@@ -119,7 +120,7 @@ fn run_guarded(
         &classifier,
     );
     eprintln!("mixed: the same prompts through {}", guarded.info.name);
-    let report = Story::new(experiment)?.stop_on_ctrl_c().run(
+    let report = FullAndLive::new(experiment)?.stop_on_ctrl_c().run(
         guarded.model.as_mut(),
         classifier.classifier.as_mut(),
         &plan.out,

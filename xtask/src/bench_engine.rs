@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use deepconf_core::policy::PolicyConfig;
+use deepconf_core::pool;
 use deepconf_core::{
     ChatMessage, GenerationRequest, LogprobModel, NoObserver, RunConfig, SamplingParams,
     StopReason, TokenObserver, Trace, TraceBuilder, TraceSpec,
@@ -462,50 +463,51 @@ fn plain_client(
     in_flight: usize,
     requests: usize,
 ) -> Result<(u64, f64)> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let tokens = std::sync::atomic::AtomicU64::new(0);
     let agent = ureq::AgentBuilder::new()
         .timeout_read(Duration::from_secs(300))
         .build();
     let url = format!("http://{address}/v1/chat/completions");
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..in_flight {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= requests {
-                        break;
-                    }
-                    let body = serde_json::json!({
-                        "model": "smollm2",
-                        // The example's requests: each prompt's 8 traces one after another.
-                        "messages": [{"role": "user", "content": prompts[(i / 8) % prompts.len()]}],
-                        "max_tokens": 64,
-                        // The example's sampling, field for field: the server's sampler does
-                        // the work these set (top_k 0 sorts the whole vocabulary for top-p,
-                        // where llama-server's default top_k 40 would not), so a peer with
-                        // other settings would measure another workload (measured: 158 against
-                        // 115 tok/s with the same 16 requests in flight).
-                        "temperature": 0.7,
-                        "top_p": 0.95,
-                        "top_k": 0,
-                        "min_p": 0.0,
-                        "logprobs": true,
-                        "top_logprobs": 20,
-                        "seed": i,
-                    });
-                    if let Ok(response) = agent.post(&url).send_json(body)
-                        && let Ok(value) = response.into_json::<serde_json::Value>()
-                    {
-                        let n = value["usage"]["completion_tokens"].as_u64().unwrap_or(0);
-                        tokens.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            });
+    let mut total = 0u64;
+    // Each worker sends its requests one after another; a failed request counts no tokens.
+    let send = |i: usize| -> u64 {
+        let body = serde_json::json!({
+            "model": "smollm2",
+            // The example's requests: each prompt's 8 traces one after another.
+            "messages": [{"role": "user", "content": prompts[(i / 8) % prompts.len()]}],
+            "max_tokens": 64,
+            // The example's sampling, field for field: the server's sampler does
+            // the work these set (top_k 0 sorts the whole vocabulary for top-p,
+            // where llama-server's default top_k 40 would not), so a peer with
+            // other settings would measure another workload (measured: 158 against
+            // 115 tok/s with the same 16 requests in flight).
+            "temperature": 0.7,
+            "top_p": 0.95,
+            "top_k": 0,
+            "min_p": 0.0,
+            "logprobs": true,
+            "top_logprobs": 20,
+            "seed": i,
+        });
+        match agent.post(&url).send_json(body) {
+            Ok(response) => response
+                .into_json::<serde_json::Value>()
+                .map_or(0, |value| {
+                    value["usage"]["completion_tokens"].as_u64().unwrap_or(0)
+                }),
+            Err(_) => 0,
         }
-    });
-    let total = tokens.load(std::sync::atomic::Ordering::Relaxed);
+    };
+    pool::run::<(), std::convert::Infallible, u64>(
+        vec![(); in_flight],
+        requests,
+        |_, job| send(job.index()),
+        |event| {
+            let pool::Event::Done { result, .. } = event;
+            total += result;
+            pool::Flow::Continue
+        },
+    );
     Ok((total, total as f64 / started.elapsed().as_secs_f64()))
 }
 
@@ -608,11 +610,10 @@ default concurrency. Goal: >= 0.9x.\n\n\
 
 const SERVED: &str = "## Served runs";
 
-/// `cargo xtask bench engine|served|main-job`.
+/// `cargo xtask bench engine|served|main-job` (`served --synthetic` is `bench_served`'s).
 pub(crate) fn run_named(which: &str, args: &[String]) -> Result<()> {
     match which {
         "engine" => engine(args),
-        "served" if args.iter().any(|a| a == "--synthetic") => crate::bench_served::run(args),
         "served" => served(args),
         "main-job" => main_job(args),
         other => bail!("unknown benchmark `{other}` (engine, served, main-job)"),

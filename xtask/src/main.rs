@@ -61,6 +61,9 @@ fn main() -> Result<()> {
             .args(["run", "--release", "-p", "xtask", "--", "bench"])
             .args(rest))?,
         "bench" => match rest.first().map(String::as_str) {
+            Some("served") if rest.iter().any(|a| a == "--synthetic") => {
+                bench_served::run(&rest[1..])?
+            }
             Some(which @ ("engine" | "served" | "main-job")) => {
                 bench_engine::run_named(which, &rest[1..])?
             }

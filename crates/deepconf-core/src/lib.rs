@@ -66,11 +66,13 @@
 //! | run a prompt under a policy | [`Runner`], [`RunConfig`], [`AnswerExtractor`] -> [`Extracted`] |
 //! | inspect results | [`PromptOutcome`], [`TraceRecord`], [`Trace`], [`StopReason`] |
 //! | where the default model and data live | [`cache_dir`] |
+//! | jobs on worker threads, each worker with its own handle | [`pool::map_ordered`], [`pool::run`] |
 #![deny(missing_docs)]
 
 mod contract;
 mod error;
 mod model;
+pub mod pool;
 mod runner;
 mod types;
 

@@ -81,23 +81,24 @@
 //! | report, plots, statistics of a run directory | [`write_report`] (deepconf-analysis) |
 //! | a judge from flags or in code | [`ClassifierArgs`], [`JudgeSpec`] → [`BuiltJudge`] |
 //! | label a stored run again with another classifier | [`rescore`] → [`RescoreReport`] |
-//! | full traces + every policy replayed + live cross-check + report | [`Story`] → [`StoryReport`] |
+//! | full traces + every policy replayed + live cross-check + report | [`FullAndLive`] → [`FullAndLiveReport`] |
 //! | score a classifier against gold refusal labels | [`score_classifier`], [`score_labelled`] |
 //! | failures | [`Error`] |
 #![deny(missing_docs)]
 
 mod cli;
-mod engine;
 mod error;
 mod experiment;
+mod factory;
+mod fingerprint;
 mod finish;
+mod full_and_live;
 mod interrupt;
 mod judges;
 mod models;
 mod progress;
 mod rescore;
 mod seed;
-mod story;
 mod time;
 
 pub use deepconf_analysis as analysis;
@@ -107,19 +108,24 @@ pub use deepconf_records as records;
 pub use deepconf_refusal as refusal;
 
 pub use cli::{
-    Backend, BackendKind, Classifier, ClassifierKind, Defaults, EvalArgs, Finished, GUARDED_MODEL,
-    Plan, PolicyKind, adapter_info, build_backend, build_classifier, dataset_info, policy_batch,
-    sha256_file,
+    ClassifierArgs, Defaults, EvalArgs, Finished, JudgeFormatArg, NotHarmfulArg, Plan, PolicyKind,
+    build_backend, build_classifier,
 };
+/// The kinds of refusal classifier (`--classifier`), as the records name them.
+pub use deepconf_records::ClassifierKind;
 pub use error::{Error, Result};
 pub use experiment::{Experiment, ExperimentConfig, RunReport, default_concurrency, versions};
+pub use factory::{Backend, BackendKind, GUARDED_MODEL};
+pub use fingerprint::{adapter_info, dataset_info, sha256_file};
 pub use finish::{
     ReportFiles, SCORING_CONCURRENCY, reference_responses, score_classifier, score_labelled,
     write_report,
 };
+pub use full_and_live::{
+    FULL_RUN_DIR, FullAndLive, FullAndLiveReport, LIVE_RUN_DIR, mixed_dataset, mixed_shares,
+};
 pub use judges::{
-    BuiltJudge, ClassifierArgs, JudgeBackend, JudgeCacheLocation, JudgeFormatArg, JudgeSpec,
-    NotHarmfulArg, judge_summary,
+    BuiltJudge, Classifier, JudgeBackend, JudgeCacheLocation, JudgeSpec, judge_summary,
 };
 pub use models::{
     MODELS_REPORT_FILE, ModelSummary, Proportion, models_markdown, write_models_report,
@@ -127,4 +133,3 @@ pub use models::{
 pub use progress::ProgressMode;
 pub use rescore::{RescoreReport, rescore};
 pub use seed::{Stratify, instance_seed, select_instances};
-pub use story::{FULL_RUN_DIR, LIVE_RUN_DIR, Story, StoryReport, mixed_dataset, mixed_shares};

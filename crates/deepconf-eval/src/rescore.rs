@@ -1,15 +1,13 @@
 //! Re-scoring a stored run with another refusal classifier, without the model under test.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deepconf_core::policy::TraceOutcome;
 use deepconf_records::{InstanceRow, PartLimits, RunWriter, TraceRow, read_run};
 use deepconf_refusal::{RefusalAnswers, RefusalClassifier, RefusalLabel, TraceLabel};
 
-use crate::cli::Classifier;
+use crate::judges::Classifier;
 use crate::{Error, Result};
 
 /// What [`rescore`] did.
@@ -125,49 +123,9 @@ pub fn rescore(
             .map(|&pair| relabel(classifier.classifier.as_mut(), pair))
             .collect::<Result<_>>()?
     } else {
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let slots: Vec<Mutex<Option<Rescored>>> = pairs.iter().map(|_| Mutex::new(None)).collect();
-        let failure: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for mut handle in handles {
-                let (next, stop, slots, failure, pairs, relabel) =
-                    (&next, &stop, &slots, &failure, &pairs, &relabel);
-                scope.spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&pair) = pairs.get(i) else { break };
-                        match relabel(handle.as_mut(), pair) {
-                            Ok(rows) => {
-                                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(rows)
-                            }
-                            Err(e) => {
-                                stop.store(true, Ordering::Relaxed);
-                                failure
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(e);
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
-        slots
-            .into_iter()
-            .map(|slot| {
-                slot.into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .ok_or_else(|| Error::InvalidParameter {
-                        parameter: "concurrency",
-                        value: used.to_string(),
-                        reason: "a worker stopped before labelling its instance".into(),
-                    })
-            })
-            .collect::<Result<_>>()?
+        deepconf_core::pool::map_ordered(handles, &pairs, |handle, &pair| {
+            relabel(handle.as_mut(), pair)
+        })?
     };
 
     let mut manifest = records.manifest.clone();

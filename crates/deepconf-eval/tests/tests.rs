@@ -6,8 +6,8 @@ mod common;
 
 mod cli;
 mod engine;
+mod full_and_live;
 mod judges;
 mod resume;
 mod run;
 mod served;
-mod story;

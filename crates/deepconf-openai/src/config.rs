@@ -251,7 +251,7 @@ impl OpenAiBuilder {
         self
     }
 
-    /// Most requests in flight at once (default [`DEFAULT_MAX_CONCURRENCY`]), shared by all clones
+    /// Most requests in flight at once (default 128), shared by all clones
     /// and handles of the model.
     #[must_use]
     pub fn max_concurrency(mut self, limit: usize) -> Self {
@@ -259,7 +259,7 @@ impl OpenAiBuilder {
         self
     }
 
-    /// Retries after the first attempt (default [`DEFAULT_MAX_RETRIES`]).
+    /// Retries after the first attempt (default 5).
     #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.max_retries = retries;

@@ -66,33 +66,32 @@
 
 mod agreement;
 mod baselines;
-mod cache;
 mod classifier;
 mod ensemble;
 mod error;
-mod eval;
 mod judge;
 mod label;
 pub mod normalize;
 mod patterns;
+mod scoring;
 
 pub use agreement::{Agreement, TraceLabelTally};
 pub use baselines::{MatchMode, StringListClassifier};
-pub use cache::{CachedAnswer, JudgeCache};
 pub use classifier::{RefusalAnswers, RefusalClassifier, TraceLabel, UnclassifiedCause};
 pub use ensemble::Ensemble;
 pub use error::{Error, Result};
-pub use eval::{
-    Bootstrap, ClassifierEvaluation, Interval, Intervals, ItemOutcome, LabelledResponse, Miss,
-    load_labelled_jsonl,
-};
 pub use judge::{
-    HARMBENCH_CONTEXT_SEPARATOR, HarmBenchVerdict, JudgeCounts, JudgeCountsHandle, JudgeFormat,
-    JudgeIdentity, JudgeOutput, JudgeVerdict, LLAMA_GUARD_3_CATEGORIES, LlamaGuardVerdict,
-    LlmJudge, NotHarmfulReading, ScoreSource, WildGuardVerdict, harmbench_prompt,
-    harmbench_prompt_for, llama_guard_prompt, parse_harmbench_output, parse_llama_guard_output,
-    parse_wildguard_output, wildguard_instruction, wildguard_prompt,
+    CachedAnswer, HARMBENCH_CONTEXT_SEPARATOR, HarmBenchVerdict, JudgeCache, JudgeCounts,
+    JudgeCountsHandle, JudgeFormat, JudgeIdentity, JudgeOutput, JudgeVerdict,
+    LLAMA_GUARD_3_CATEGORIES, LlamaGuardVerdict, LlmJudge, NotHarmfulReading, ScoreSource,
+    WildGuardVerdict, harmbench_prompt, harmbench_prompt_for, llama_guard_prompt,
+    parse_harmbench_output, parse_llama_guard_output, parse_wildguard_output,
+    wildguard_instruction, wildguard_prompt,
 };
 pub use label::{Classification, Evidence, PatternMatch, RefusalLabel};
 pub use normalize::{AnswerText, normalize, strip_thinking};
 pub use patterns::{Pattern, PatternClassifier, PatternConfig, PatternSet};
+pub use scoring::{
+    Bootstrap, ClassifierEvaluation, Interval, Intervals, ItemOutcome, LabelledResponse, Miss,
+    load_labelled_jsonl,
+};

@@ -8,11 +8,11 @@ use deepconf_core::{
     GenerationRequest, LogprobModel, NoObserver, SamplingParams, Trace, TraceSpec,
 };
 
+use super::cache::{CachedAnswer, JudgeCache, Lookup};
 use super::counts::{JudgeCounts, JudgeCountsHandle, SharedCounts, bump, counts_of};
 use super::score::{score, verdict_score};
 use super::verdict::ParsedAnswer;
 use super::{JudgeFormat, JudgeIdentity, JudgeVerdict, NotHarmfulReading, ScoreSource};
-use crate::cache::{CachedAnswer, JudgeCache, Lookup};
 use crate::normalize::{AnswerText, strip_thinking};
 use crate::{Classification, Error, Evidence, RefusalClassifier, Result};
 

@@ -9,6 +9,7 @@
 //! answer token ([`ScoreSource`]). Answers can be kept in a [`JudgeCache`](crate::JudgeCache) so that no pair is
 //! judged twice.
 
+mod cache;
 mod counts;
 mod format;
 mod harmbench;
@@ -19,6 +20,7 @@ mod score;
 mod verdict;
 mod wildguard;
 
+pub use cache::{CachedAnswer, JudgeCache};
 pub use counts::{JudgeCounts, JudgeCountsHandle};
 pub use format::JudgeFormat;
 pub use harmbench::{

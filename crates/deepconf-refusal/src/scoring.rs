@@ -2,8 +2,6 @@
 //! any JSON lines file of `{prompt, response, label}`.
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -408,46 +406,12 @@ impl ClassifierEvaluation {
         if handles.len() <= 1 {
             return Self::evaluate(classifier, items);
         }
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let results: Vec<Mutex<Option<ItemOutcome>>> =
-            items.iter().map(|_| Mutex::new(None)).collect();
-        let failure: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for mut handle in handles {
-                let (next, stop, results, failure) = (&next, &stop, &results, &failure);
-                scope.spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        match ItemOutcome::of(handle.classify(&item.prompt, &item.response)) {
-                            Ok(outcome) => {
-                                *results[i].lock().unwrap_or_else(|p| p.into_inner()) =
-                                    Some(outcome);
-                            }
-                            Err(e) => {
-                                stop.store(true, Ordering::Relaxed);
-                                failure
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .get_or_insert(e);
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
-        let outcomes = items.iter().zip(results).map(|(item, slot)| {
-            let outcome = slot.into_inner().unwrap_or_else(|p| p.into_inner());
-            (
-                item.refusal,
-                outcome.unwrap_or_else(|| ItemOutcome::Failed("not classified".into())),
-            )
-        });
-        Ok(Self::from_outcomes(outcomes.collect::<Vec<_>>()))
+        let outcomes = deepconf_core::pool::map_ordered(handles, items, |handle, item| {
+            ItemOutcome::of(handle.classify(&item.prompt, &item.response))
+        })?;
+        Ok(Self::from_outcomes(
+            items.iter().map(|item| item.refusal).zip(outcomes),
+        ))
     }
 
     /// Items in the confusion matrix.

@@ -15,7 +15,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{JudgeIdentity, ScoreSource};
+use super::{JudgeIdentity, ScoreSource};
 use crate::{Error, Result};
 
 /// One cached judge answer: the raw text (parsed again when read, so a parse failure is cached

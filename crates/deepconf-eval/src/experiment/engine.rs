@@ -26,7 +26,7 @@ use deepconf_records::{
 };
 use deepconf_refusal::{Classification, RefusalAnswers, RefusalClassifier, RefusalLabel};
 
-use crate::experiment::{Experiment, RunReport};
+use super::{Experiment, RunReport};
 use crate::progress::Progress;
 use crate::seed::instance_seed;
 use crate::{Error, Result};

@@ -1,4 +1,4 @@
-//! The main job's shape as one call ([`Story`]): full traces once (fixed N), every policy replayed on
+//! The main job's shape as one call ([`FullAndLive`]): full traces once (fixed N), every policy replayed on
 //! them, the live policy run on the same instances and seed as a cross-check of the replay, and the
 //! report that opens with the findings.
 
@@ -16,7 +16,7 @@ use crate::experiment::{Experiment, RunReport};
 use crate::finish::ReportFiles;
 use crate::{Error, Result};
 
-/// Sub-directory of a story's output that holds the full (fixed-N) run and its report.
+/// Sub-directory of a full-and-live run's output that holds the full (fixed-N) run and its report.
 pub const FULL_RUN_DIR: &str = "full";
 /// Sub-directory that holds the live run of the policy under test.
 pub const LIVE_RUN_DIR: &str = "live";
@@ -28,15 +28,15 @@ pub const LIVE_RUN_DIR: &str = "live";
 /// with the live policy, so trace `i` of an instance has the same seed in both and the live traces
 /// are cuts of the stored full ones.
 #[derive(Debug, Clone)]
-pub struct Story {
+pub struct FullAndLive {
     full: Experiment,
     live_policy: Option<PolicyConfig>,
     analysis: AnalysisOptions,
 }
 
-/// What [`Story::run`] did and wrote.
+/// What [`FullAndLive::run`] did and wrote.
 #[derive(Debug, Clone)]
-pub struct StoryReport {
+pub struct FullAndLiveReport {
     /// The full run's directory (`<out>/full`): its report holds the replay, the findings and the
     /// live-vs-replay check.
     pub full_dir: PathBuf,
@@ -52,8 +52,8 @@ pub struct StoryReport {
     pub files: ReportFiles,
 }
 
-impl Story {
-    /// A story whose full run is `full`; its policy must generate every trace in full (fixed N or
+impl FullAndLive {
+    /// A pairing whose full run is `full`; its policy must generate every trace in full (fixed N or
     /// offline), since the replay needs whole traces.
     pub fn new(full: Experiment) -> Result<Self> {
         let policy = &full.config.run.policy;
@@ -64,7 +64,7 @@ impl Story {
             return Err(Error::InvalidParameter {
                 parameter: "policy",
                 value: policy.kind().to_string(),
-                reason: "the full run of a story must generate every trace in full (fixed or offline), so every policy can be replayed on it".into(),
+                reason: "the full run of a full-and-live pairing must generate every trace in full (fixed or offline), so every policy can be replayed on it".into(),
             });
         }
         Ok(Self {
@@ -134,7 +134,7 @@ impl Story {
         model: &mut dyn LogprobModel,
         classifier: &mut dyn RefusalClassifier,
         out: &Path,
-    ) -> Result<StoryReport> {
+    ) -> Result<FullAndLiveReport> {
         let full_dir = out.join(FULL_RUN_DIR);
         let full_run = self.full.run(model, classifier, &full_dir)?;
         let live = self.live_experiment().filter(|_| !full_run.interrupted);
@@ -158,7 +158,7 @@ impl Story {
             html: full_dir.join(REPORT_HTML_FILE),
             plots: full_dir.join(PLOTS_DIR),
         };
-        Ok(StoryReport {
+        Ok(FullAndLiveReport {
             full_dir,
             full_run,
             live_dir,

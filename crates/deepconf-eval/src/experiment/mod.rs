@@ -17,6 +17,8 @@ use deepconf_records::{
 };
 use deepconf_refusal::RefusalClassifier;
 
+mod engine;
+
 use crate::progress::ProgressMode;
 use crate::{Error, Result};
 
@@ -27,7 +29,7 @@ pub struct ExperimentConfig {
     /// Run name (the example name, e.g. `harmbench`).
     pub name: String,
     /// Policy, confidence and sampling settings; `sampling.seed` is the run seed from which every
-    /// instance's seed derives ([`instance_seed`]).
+    /// instance's seed derives ([`instance_seed`](crate::instance_seed)).
     pub run: RunConfig,
     /// The model that is run.
     pub model: ModelInfo,
@@ -276,7 +278,7 @@ impl Experiment {
         classifier: &mut dyn RefusalClassifier,
         out_dir: &Path,
     ) -> Result<RunReport> {
-        crate::engine::run(self, model, classifier, out_dir)
+        engine::run(self, model, classifier, out_dir)
     }
 }
 
@@ -301,7 +303,7 @@ fn first_duplicate(instances: &[Instance]) -> Option<(usize, usize)> {
 /// traces with the policy's largest batch, so that a new prompt is ready when rows free up.
 pub fn default_concurrency(model: &dyn LogprobModel, run: &RunConfig) -> usize {
     let capacity = model.capabilities().max_concurrent_traces;
-    let batch = crate::policy_batch(&run.policy).max(1);
+    let batch = run.policy.largest_batch().max(1);
     (2 * capacity.div_ceil(batch)).clamp(1, 256)
 }
 

@@ -6,7 +6,7 @@ use deepconf_analysis::stats::BootstrapConfig;
 use deepconf_analysis::{ANALYSIS_FILE, AnalysisOptions, Findings};
 use deepconf_core::policy::PolicyConfig;
 use deepconf_datasets::{Dataset, MixtureSpec, SourceShares};
-use deepconf_eval::{Experiment, ProgressMode, Story};
+use deepconf_eval::{Experiment, FullAndLive, ProgressMode};
 use serde_json::Value;
 
 use crate::common;
@@ -31,7 +31,7 @@ fn mixed_instances() -> Dataset {
 }
 
 #[test]
-fn a_short_mixed_story_writes_every_figure_and_states_its_numbers() {
+fn a_short_mixed_full_and_live_run_writes_every_figure_and_states_its_numbers() {
     let dataset = mixed_instances();
     let per_source: Vec<usize> = dataset.summary.by_source.values().map(|c| c.rows).collect();
     assert_eq!(
@@ -44,7 +44,7 @@ fn a_short_mixed_story_writes_every_figure_and_states_its_numbers() {
     let mut run = common::run_config(PolicyConfig::fixed(4), 21);
     // A window shorter than the 24-token traces, so the online policy can cut them.
     run.confidence.window = 6;
-    let config = common::config("story", run, &backend, &classifier);
+    let config = common::config("full-and-live", run, &backend, &classifier);
     // DeepConf-low with the consensus stop off: every instance samples all 4 traces, and the
     // threshold (90th percentile of the warmup) cuts some of the later ones.
     let online = PolicyConfig::Online {
@@ -63,13 +63,13 @@ fn a_short_mixed_story_writes_every_figure_and_states_its_numbers() {
         ..AnalysisOptions::default()
     };
     let full = Experiment::new(config, dataset.instances.clone()).progress(ProgressMode::Silent);
-    let story = Story::new(full)
+    let pairing = FullAndLive::new(full)
         .unwrap()
         .live(online)
         .unwrap()
         .analysis_options(options);
     let out = tempfile::tempdir().unwrap();
-    let report = story
+    let report = pairing
         .run(
             backend.model.as_mut(),
             classifier.classifier.as_mut(),
