@@ -55,7 +55,7 @@ pub(crate) fn write_configuration(d: &mut Document, a: &Analysis) {
                 run.model.sha256.clone().unwrap_or_else(|| "n/a".into()),
             ],
             vec![
-                "traces cut by the live policy".into(),
+                "traces cut while this run sampled (its own policy)".into(),
                 run.terminated_traces.to_string(),
             ],
         ],
