@@ -59,8 +59,10 @@
 //! - Percentile replay ([`ReplaySet`]): every policy and threshold replayed on stored full traces
 //!   with the live decision code; token savings counted in tokens.
 //! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
-//!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
-//!   bootstrap difference) with a plain verdict.
+//!   percentile threshold, the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
+//!   bootstrap difference) with a plain verdict, and the unsafe-compliance rates of uncertain and
+//!   confident compliances with Newcombe's score interval of their difference
+//!   ([`stats::newcombe_difference`]).
 //! - Findings ([`Findings`]): what the design can and cannot show (no refusals, no benign
 //!   prompts), the refusal rate on harmful prompts, over-refusal on benign ones, each distinct
 //!   hypothesis's verdict at its Holm-adjusted p-value (hypotheses that compare the same groups

@@ -250,14 +250,16 @@ impl Findings {
             )
         } else {
             format!(
-                "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {}.",
+                "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {} ({} interval).",
                 r.uncertain_unsafe,
                 r.uncertain_n,
                 r.uncertain_rate.display_percent(),
                 r.confident_unsafe,
                 r.confident_n,
                 r.confident_rate.display_percent(),
-                r.rate_difference.display_points()
+                r.rate_difference.display_points(),
+                // Named from the estimate, so an analysis read back with a bootstrap says so.
+                r.rate_difference.method.name()
             )
         };
         if self.compliance_risk_repeats {
