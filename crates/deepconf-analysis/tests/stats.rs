@@ -307,13 +307,7 @@ const NEWCOMBE_REFERENCE: [DifferenceCase; 6] = [
     (0, 18, 0, 4, (-0.4898908364545974, 0.1758792236466577)),
     // The same groups swapped: the interval mirrors, so the sign convention is pinned.
     (0, 4, 0, 18, (-0.1758792236466577, 0.4898908364545974)),
-    (
-        17,
-        24,
-        7,
-        24,
-        (0.13380943024945086, 0.6182206447771645),
-    ),
+    (17, 24, 7, 24, (0.13380943024945086, 0.6182206447771645)),
     (24, 24, 0, 10, (0.6900614769728575, 1.0)),
     (5, 50, 5, 50, (-0.1268876470793947, 0.1268876470793947)),
     // The golden fixture's split: 1 of 1 uncertain against 2 of 2 confident compliances.

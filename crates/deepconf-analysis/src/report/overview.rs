@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use crate::analysis::Analysis;
-use crate::stats::IntervalMethod;
 use crate::report::Document;
+use crate::stats::IntervalMethod;
 
 /// The title of the report (also the HTML page's title).
 pub(crate) fn title(a: &Analysis) -> String {
