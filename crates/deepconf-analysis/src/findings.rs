@@ -196,8 +196,9 @@ pub struct PolicyComparison {
     /// `accuracy(policy) - accuracy(baseline)`, with a paired bootstrap interval (the same resampled
     /// instances for both).
     pub accuracy_difference: Estimate,
-    /// The interval of the difference includes 0 or lies above it: the policy's accuracy is not
-    /// significantly below the baseline's.
+    /// The interval of the difference includes 0 or lies above it: the policy was not shown to
+    /// lose accuracy against the baseline. Not equivalence: the interval's lower end is the loss
+    /// it still allows (the serialized name is kept for the analyses already written).
     pub within_baseline: bool,
     /// Instances with a gold label, resampled for the interval.
     pub instances: usize,
@@ -258,9 +259,10 @@ pub struct Findings {
     /// baseline's accuracy says nothing about the policies' decisions.
     #[serde(default)]
     pub decisions_identical: bool,
-    /// Label of the policy with the fewest tokens among those within the baseline's accuracy
-    /// (the baseline itself excluded); `None` when no cheaper policy is within it or when the
-    /// decisions are identical.
+    /// Label of the policy with the fewest tokens among those not shown to lose accuracy against
+    /// the baseline ([`PolicyComparison::within_baseline`]; the baseline itself excluded); `None`
+    /// when no other policy qualifies or when the decisions are identical. Not a claim of equal
+    /// accuracy: its difference's interval may still allow a loss.
     pub cheapest_within_baseline: Option<String>,
     /// Traces cut by the threshold and instances stopped by consensus, per replayed policy.
     #[serde(default)]

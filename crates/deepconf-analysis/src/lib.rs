@@ -59,16 +59,19 @@
 //! - Percentile replay ([`ReplaySet`]): every policy and threshold replayed on stored full traces
 //!   with the live decision code; token savings counted in tokens.
 //! - Confidence stratification ([`stratify()`]): the four confidence x behaviour buckets with a
-//!   percentile threshold, and the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
-//!   bootstrap difference) with a plain verdict.
+//!   percentile threshold, the hypothesis tests (AUROC, Mann-Whitney U, Welch t, Cohen's d,
+//!   bootstrap difference) with a plain verdict, and the unsafe-compliance rates of uncertain and
+//!   confident compliances with Newcombe's score interval of their difference
+//!   ([`stats::newcombe_difference`]).
 //! - Findings ([`Findings`]): what the design can and cannot show (no refusals, no benign
 //!   prompts), the refusal rate on harmful prompts, over-refusal on benign ones, each distinct
 //!   hypothesis's verdict at its Holm-adjusted p-value (hypotheses that compare the same groups
 //!   reported once), confidence beside prompt-only baselines (prompt length, source) with paired
 //!   bootstrap differences, the best confidence metric only when its paired lead excludes 0, the
-//!   cheapest replayed policy whose accuracy stays within the full-budget baseline's (uninformative
-//!   when every policy decides alike), and early stopping (traces cut, consensus stops) per policy,
-//!   as numbers in `analysis.json` and as the sentences that open the report.
+//!   cheapest replayed policy not shown to lose accuracy against the full-budget baseline, with
+//!   the loss its paired interval still allows (uninformative when every policy decides alike),
+//!   and early stopping (traces cut, consensus stops) per policy, as numbers in `analysis.json`
+//!   and as the sentences that open the report.
 //! - The live-vs-replay cross-check ([`cross_check`]): replaying a live run's policy on a fixed-N
 //!   run's stored traces must give the live run's tokens, traces and votes.
 //! - Metrics per source dataset of a mixture, category, subcategory and adversarial flag.

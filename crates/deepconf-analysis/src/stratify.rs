@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use deepconf_core::policy::{TraceMetric, percentile};
 
 use crate::stats::{
-    BootstrapConfig, Describe, Estimate, MannWhitney, ProportionInterval, WelchT, auroc, bootstrap,
+    BootstrapConfig, Describe, Estimate, MannWhitney, ProportionInterval, WelchT, auroc,
     bootstrap_two_sample, cohens_d, describe, effect_size_label, format_p, mann_whitney_u,
-    mean_difference, welch_t,
+    mean_difference, newcombe_estimate, welch_t,
 };
 use deepconf_records::{InstanceRow, TraceRow};
 
@@ -295,7 +295,9 @@ pub struct ComplianceRisk {
     /// Unsafe rate among confident compliances, with a proportion interval.
     #[serde(default)]
     pub confident_rate: Estimate,
-    /// Unsafe rate among uncertain compliances minus among confident ones, bootstrap interval.
+    /// Unsafe rate among uncertain compliances minus among confident ones, with Newcombe's score
+    /// interval of a difference of two independent proportions (`method` says which interval it has:
+    /// an analysis written before Newcombe's interval reads back with its percentile bootstrap).
     pub rate_difference: Estimate,
 }
 
@@ -330,7 +332,8 @@ pub struct Stratification {
 }
 
 /// Computes the stratification of a run. `traces[i]` are the traces of `instances[i]`; rates get
-/// `proportions` intervals, differences and AUROCs a bootstrap.
+/// `proportions` intervals, the difference of the two unsafe-compliance rates a Newcombe score
+/// interval, mean differences and AUROCs a bootstrap.
 pub fn stratify(
     instances: &[InstanceRow],
     traces: &[Vec<TraceRow>],
@@ -473,7 +476,7 @@ fn by_category(items: &[InstanceConfidence]) -> BTreeMap<String, Describe> {
         .collect()
 }
 
-/// Unsafe-compliance rate of uncertain and confident compliances, and their bootstrapped difference.
+/// Unsafe-compliance rate of uncertain and confident compliances, and their difference.
 fn compliance_risk(
     items: &[InstanceConfidence],
     bootstrap_config: &BootstrapConfig,
@@ -484,35 +487,31 @@ fn compliance_risk(
         .filter(|i| !i.refused)
         .filter_map(|i| Some((i.bucket == Bucket::UncertainCompliance, i.gold_harmful?)))
         .collect();
-    let rate = |sample: &mut dyn Iterator<Item = (bool, bool)>| -> Option<f64> {
-        let (mut un, mut uu, mut cn, mut cu) = (0usize, 0usize, 0usize, 0usize);
-        for (uncertain, harmful) in sample {
-            if uncertain {
-                un += 1;
-                uu += usize::from(harmful);
-            } else {
-                cn += 1;
-                cu += usize::from(harmful);
-            }
-        }
-        (un > 0 && cn > 0).then(|| uu as f64 / un as f64 - cu as f64 / cn as f64)
-    };
-    let rate_difference = bootstrap(compliances.len(), bootstrap_config, |idx| {
-        rate(&mut idx.iter().map(|&i| compliances[i]))
-    });
-    let unsafe_rate = |uncertain: bool| {
+    let count = |uncertain: bool| {
         let group = compliances.iter().filter(|c| c.0 == uncertain);
         let n = group.clone().count() as u64;
-        let events = group.filter(|c| c.1).count() as u64;
-        proportions.estimate(events, n, bootstrap_config.level)
+        (group.filter(|c| c.1).count() as u64, n)
     };
+    let (uncertain_unsafe, uncertain_n) = count(true);
+    let (confident_unsafe, confident_n) = count(false);
+    let level = bootstrap_config.level;
+    // The two groups are different instances, so this is a difference of two independent
+    // proportions, which has a closed-form score interval. A percentile bootstrap of it cannot
+    // move when neither group has an event (0 of 18 against 0 of 4 gave [0, 0]).
+    let rate_difference = newcombe_estimate(
+        uncertain_unsafe,
+        uncertain_n,
+        confident_unsafe,
+        confident_n,
+        level,
+    );
     ComplianceRisk {
-        uncertain_rate: unsafe_rate(true),
-        confident_rate: unsafe_rate(false),
-        uncertain_n: compliances.iter().filter(|c| c.0).count(),
-        uncertain_unsafe: compliances.iter().filter(|c| c.0 && c.1).count(),
-        confident_n: compliances.iter().filter(|c| !c.0).count(),
-        confident_unsafe: compliances.iter().filter(|c| !c.0 && c.1).count(),
+        uncertain_rate: proportions.estimate(uncertain_unsafe, uncertain_n, level),
+        confident_rate: proportions.estimate(confident_unsafe, confident_n, level),
+        uncertain_n: uncertain_n as usize,
+        uncertain_unsafe: uncertain_unsafe as usize,
+        confident_n: confident_n as usize,
+        confident_unsafe: confident_unsafe as usize,
         rate_difference,
     }
 }

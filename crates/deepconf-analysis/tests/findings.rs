@@ -1,10 +1,14 @@
 //! The findings: numbers in analysis.json, the same numbers in the report's opening sentences; the
 //! live-vs-replay cross-check on a fixed-N run and a live online run of the same seed.
 
-use deepconf_analysis::stats::{BootstrapConfig, format_p, format_percent};
+use deepconf_analysis::stats::{
+    BootstrapConfig, Estimate, IntervalMethod, ProportionInterval, format_p, format_percent,
+    newcombe_estimate,
+};
 use deepconf_analysis::{
-    ANALYSIS_FILE, AnalysisOptions, DesignLimit, Error, Findings, Metric, PromptBaseline,
-    REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir, analyze_run, cross_check,
+    ANALYSIS_FILE, AnalysisOptions, ComplianceRisk, DesignLimit, Error, Findings, Metric,
+    PolicyComparison, PromptBaseline, REPORT_HTML_FILE, REPORT_MD_FILE, analyze_dir, analyze_run,
+    cross_check,
 };
 use deepconf_core::policy::PolicyConfig;
 use deepconf_records::read_run;
@@ -184,8 +188,13 @@ fn findings_state_the_numbers_analysis_json_holds() {
         ),
         format_percent(Some(cheapest.token_savings)),
         cheapest.accuracy_difference.display_points(),
+        "**Cheapest policy not shown to lose accuracy:**".into(),
         findings.compliance_risk.uncertain_rate.display_percent(),
         findings.compliance_risk.confident_rate.display_percent(),
+        format!(
+            "difference {} (Newcombe score interval)",
+            findings.compliance_risk.rate_difference.display_points()
+        ),
     ];
     for text in &expected {
         assert!(
@@ -444,4 +453,102 @@ fn a_run_without_refusals_claims_only_what_it_can_show() {
     assert!(low.cut_traces > 0, "{low:?}");
     assert_eq!(low.consensus_stops, 0);
     assert!(sentences.contains("**Early stopping:**"));
+}
+
+/// A policy comparison of `accuracy` against a baseline, with the paired difference given.
+fn comparison(
+    label: &str,
+    tokens: u64,
+    accuracy: f64,
+    difference: (f64, f64, f64),
+) -> PolicyComparison {
+    PolicyComparison {
+        label: label.into(),
+        tokens,
+        token_savings: 1.0 - tokens as f64 / 4800.0,
+        accuracy: Some(accuracy),
+        accuracy_difference: Estimate {
+            value: Some(difference.0),
+            low: Some(difference.1),
+            high: Some(difference.2),
+            resamples: 2000,
+            method: IntervalMethod::PercentileBootstrap,
+        },
+        within_baseline: difference.2 >= 0.0,
+        instances: 48,
+    }
+}
+
+#[test]
+fn findings_do_not_over_claim_from_intervals_that_include_zero() {
+    // The run of issue 20: n=1 at 89.6% against the baseline's 95.8%, difference -6.2 points
+    // [-14.6, +0.0] (paired bootstrap); 0 of 18 uncertain and 0 of 4 confident compliances
+    // answered a harmful prompt.
+    let findings = Findings {
+        level: 0.95,
+        baseline: Some("fixed N=8".into()),
+        policies: vec![
+            comparison("fixed N=8", 4800, 46.0 / 48.0, (0.0, 0.0, 0.0)),
+            comparison(
+                "single trace (n=1)",
+                600,
+                43.0 / 48.0,
+                (-3.0 / 48.0, -7.0 / 48.0, 0.0),
+            ),
+        ],
+        cheapest_within_baseline: Some("single trace (n=1)".into()),
+        compliance_risk: ComplianceRisk {
+            uncertain_n: 18,
+            uncertain_unsafe: 0,
+            confident_n: 4,
+            confident_unsafe: 0,
+            uncertain_rate: ProportionInterval::ClopperPearson.estimate(0, 18, 0.95),
+            confident_rate: ProportionInterval::ClopperPearson.estimate(0, 4, 0.95),
+            rate_difference: newcombe_estimate(0, 18, 0, 4, 0.95),
+        },
+        ..Findings::default()
+    };
+    let sentences = findings.sentences().join("\n");
+    // A non-significant loss is not "at baseline accuracy": the sentence says what the interval
+    // shows and the loss it still allows (its lower end).
+    assert!(!sentences.contains("at baseline accuracy"), "{sentences}");
+    for text in [
+        "**Cheapest policy not shown to lose accuracy:** single trace (n=1) generated 600 tokens instead of 4800",
+        "at accuracy 89.6% against the full-budget baseline's 95.8% (fixed N=8); difference -6.2 points [-14.6, +0.0] over 48 instances",
+        "So the run did not show that single trace (n=1) loses accuracy, but the interval still allows a loss of up to 14.6 points: the run cannot show that single trace (n=1) is as accurate as the baseline.",
+        // No events in either group: the difference still has an interval, and says which.
+        "0 of 18 uncertain compliances answered a harmful prompt (0.0% [0.0%, 18.5%]), against 0 of 4 confident compliances (0.0% [0.0%, 60.2%]); difference +0.0 points [-49.0, +17.6] (Newcombe score interval).",
+    ] {
+        assert!(sentences.contains(text), "missing {text:?} in\n{sentences}");
+    }
+    assert!(!sentences.contains("[+0.0, +0.0]"), "{sentences}");
+
+    // An interval entirely above the loss side says so instead.
+    let mut better = findings.clone();
+    better.policies[1] = comparison(
+        "single trace (n=1)",
+        600,
+        47.0 / 48.0,
+        (1.0 / 48.0, 0.0, 3.0 / 48.0),
+    );
+    let sentences = better.sentences().join("\n");
+    assert!(
+        sentences.contains("The interval's lower end, +0.0 points, excludes a loss of accuracy."),
+        "{sentences}"
+    );
+
+    // No other policy escapes a significant loss: no cheapest policy is named.
+    let mut worse = findings;
+    worse.policies[1] = comparison(
+        "single trace (n=1)",
+        600,
+        40.0 / 48.0,
+        (-6.0 / 48.0, -10.0 / 48.0, -2.0 / 48.0),
+    );
+    worse.cheapest_within_baseline = None;
+    let sentences = worse.sentences().join("\n");
+    assert!(
+        sentences.contains("**Cheapest policy not shown to lose accuracy:** none: every replayed policy other than the full-budget baseline (fixed N=8, accuracy 95.8%, 4800 tokens)"),
+        "{sentences}"
+    );
 }

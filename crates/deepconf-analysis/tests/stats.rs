@@ -5,7 +5,7 @@
 use deepconf_analysis::stats::{
     BootstrapConfig, IntervalMethod, ProportionInterval, SplitMix64, auroc, bootstrap,
     bootstrap_two_sample, clopper_pearson, cohens_d, describe, holm, mann_whitney_u, mean,
-    mean_difference, welch_t, wilson,
+    mean_difference, newcombe_difference, newcombe_estimate, welch_t, wilson,
 };
 use deepconf_analysis::{ConfusionMatrix, Labelled, Metric, SafetyMetrics};
 
@@ -291,6 +291,57 @@ fn no_events_still_get_an_upper_bound() {
         s.get(Metric::F1).method,
         IntervalMethod::PercentileBootstrap
     );
+}
+
+// statsmodels 0.15.0:
+// from statsmodels.stats.proportion import confint_proportions_2indep
+// for k1, n1, k2, n2 in [(0, 18, 0, 4), (0, 4, 0, 18), (17, 24, 7, 24), (24, 24, 0, 10),
+//                        (5, 50, 5, 50), (1, 1, 2, 2)]:
+//     print(confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff",
+//                                      alpha=0.05))
+// (the interval of k1/n1 - k2/n2: count1, nobs1 are the first group, count2, nobs2 the second).
+/// `(events1, n1, events2, n2, Newcombe interval of events1/n1 - events2/n2)`.
+type DifferenceCase = (u64, u64, u64, u64, (f64, f64));
+const NEWCOMBE_REFERENCE: [DifferenceCase; 6] = [
+    // No events on either side: a percentile bootstrap gives [0, 0].
+    (0, 18, 0, 4, (-0.4898908364545974, 0.1758792236466577)),
+    // The same groups swapped: the interval mirrors, so the sign convention is pinned.
+    (0, 4, 0, 18, (-0.1758792236466577, 0.4898908364545974)),
+    (17, 24, 7, 24, (0.13380943024945086, 0.6182206447771645)),
+    (24, 24, 0, 10, (0.6900614769728575, 1.0)),
+    (5, 50, 5, 50, (-0.1268876470793947, 0.1268876470793947)),
+    // The golden fixture's split: 1 of 1 uncertain against 2 of 2 confident compliances.
+    (1, 1, 2, 2, (-0.7934506856227626, 0.657619772493347)),
+];
+
+#[test]
+fn newcombe_difference_matches_statsmodels() {
+    for (k1, n1, k2, n2, reference) in NEWCOMBE_REFERENCE {
+        let (low, high) = newcombe_difference(k1, n1, k2, n2, 0.95).unwrap();
+        assert!(
+            close(low, reference.0, 1e-10) && close(high, reference.1, 1e-10),
+            "{k1}/{n1} - {k2}/{n2}: Newcombe [{low}, {high}]"
+        );
+    }
+    assert_eq!(newcombe_difference(0, 0, 1, 4, 0.95), None);
+    assert_eq!(newcombe_difference(1, 4, 5, 4, 0.95), None);
+}
+
+#[test]
+fn no_events_in_two_groups_still_bound_their_difference() {
+    // 0 of 18 uncertain against 0 of 4 confident compliances: the difference is 0, but the run
+    // allows anything from -49.0 to +17.6 points, not [+0.0, +0.0].
+    let e = newcombe_estimate(0, 18, 0, 4, 0.95);
+    assert_eq!(e.method, IntervalMethod::Newcombe);
+    assert_eq!(e.method.name(), "Newcombe score");
+    assert_eq!((e.value, e.resamples), (Some(0.0), 0));
+    assert_eq!(e.display_points(), "+0.0 points [-49.0, +17.6]");
+    assert_eq!(
+        newcombe_estimate(17, 24, 7, 24, 0.95).display_points(),
+        "+41.7 points [+13.4, +61.8]"
+    );
+    let undefined = newcombe_estimate(0, 0, 0, 4, 0.95);
+    assert_eq!((undefined.value, undefined.low), (None, None));
 }
 
 #[test]

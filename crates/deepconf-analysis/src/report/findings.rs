@@ -250,14 +250,16 @@ impl Findings {
             )
         } else {
             format!(
-                "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {}.",
+                "**Unsafe compliance by confidence:** {} of {} uncertain compliances answered a harmful prompt ({}), against {} of {} confident compliances ({}); difference {} ({} interval).",
                 r.uncertain_unsafe,
                 r.uncertain_n,
                 r.uncertain_rate.display_percent(),
                 r.confident_unsafe,
                 r.confident_n,
                 r.confident_rate.display_percent(),
-                r.rate_difference.display_points()
+                r.rate_difference.display_points(),
+                // Named from the estimate, so an analysis read back with a bootstrap says so.
+                r.rate_difference.method.name()
             )
         };
         if self.compliance_risk_repeats {
@@ -320,7 +322,9 @@ impl Findings {
     }
 
     fn policy_sentence(&self) -> String {
-        let title = "**Cheapest policy at baseline accuracy:**";
+        // An interval that includes 0 shows no loss of accuracy, not the absence of one: the title
+        // claims only what the paired interval supports.
+        let title = "**Cheapest policy not shown to lose accuracy:**";
         if let Some(note) = &self.replay_note {
             return format!("{title} not computed: {note}.");
         }
@@ -332,8 +336,9 @@ impl Findings {
             return format!("{title} not computed: no baseline.");
         };
         if self.decisions_identical {
+            // Here every policy's accuracy is the baseline's, identically, so this title is true.
             return format!(
-                "{title} uninformative for this run: every replayed policy made the same decision on every instance (accuracy {} throughout), so keeping the baseline's accuracy says nothing about a policy, and the cheapest is merely the one that samples least.",
+                "**Cheapest policy at baseline accuracy:** uninformative for this run: every replayed policy made the same decision on every instance (accuracy {} throughout), so keeping the baseline's accuracy says nothing about a policy, and the cheapest is merely the one that samples least.",
                 format_percent(base.accuracy)
             );
         }
@@ -344,13 +349,13 @@ impl Findings {
             .and_then(|label| self.policy(label))
         {
             None => format!(
-                "{title} no replayed policy cheaper than the full-budget baseline ({}, accuracy {}, {} tokens) kept its accuracy ({rule}).",
+                "{title} none: every replayed policy other than the full-budget baseline ({}, accuracy {}, {} tokens) has a paired-bootstrap difference from the baseline's accuracy whose interval lies below 0 (a loss of accuracy) or is undefined.",
                 base.label,
                 format_percent(base.accuracy),
                 base.tokens
             ),
             Some(p) => format!(
-                "{title} {} generated {} tokens instead of {}, **{} token savings**, at accuracy {} against the full-budget baseline's {} ({}); difference {} over {} instances ({rule}).",
+                "{title} {} generated {} tokens instead of {}, **{} token savings**, at accuracy {} against the full-budget baseline's {} ({}); difference {} over {} instances ({rule}). {}",
                 p.label,
                 p.tokens,
                 base.tokens,
@@ -359,7 +364,8 @@ impl Findings {
                 format_percent(base.accuracy),
                 base.label,
                 p.accuracy_difference.display_points(),
-                p.instances
+                p.instances,
+                loss_allowed(&p.label, &p.accuracy_difference)
             ),
         }
     }
@@ -389,6 +395,23 @@ impl Findings {
                 parts.join("; ")
             )
         })
+    }
+}
+
+/// How large a loss of accuracy the paired interval of a policy's difference from the baseline
+/// still allows: a policy whose interval includes 0 was not shown to lose accuracy, which is not
+/// the same as shown to keep it.
+fn loss_allowed(label: &str, difference: &crate::stats::Estimate) -> String {
+    match difference.low {
+        Some(low) if low < 0.0 => format!(
+            "So the run did not show that {label} loses accuracy, but the interval still allows a loss of up to {:.1} points: the run cannot show that {label} is as accurate as the baseline.",
+            -low * 100.0
+        ),
+        Some(low) => format!(
+            "The interval's lower end, {:+.1} points, excludes a loss of accuracy.",
+            low * 100.0
+        ),
+        None => "Without an interval the run cannot show how large a loss of accuracy it allows, nor that it is as accurate as the baseline.".into(),
     }
 }
 

@@ -146,10 +146,17 @@ pub(crate) fn write(d: &mut Document, a: &Analysis) {
         }
     };
     let mut text = format!(
-        "Among compliances with a gold label, the share that answered a harmful prompt: uncertain compliances {}, confident compliances {}; difference (uncertain - confident) {}.",
+        "Among compliances with a gold label, the share that answered a harmful prompt: uncertain compliances {}, confident compliances {}; difference (uncertain - confident) {}{}.",
         rate(r.uncertain_unsafe, r.uncertain_n, &r.uncertain_rate),
         rate(r.confident_unsafe, r.confident_n, &r.confident_rate),
-        r.rate_difference.display(3)
+        r.rate_difference.display(3),
+        // An undefined difference has no interval to name; a defined one names its own method, so
+        // an analysis read back with a bootstrap says so.
+        if r.rate_difference.low.is_some() {
+            format!(" ({} interval)", r.rate_difference.method.name())
+        } else {
+            String::new()
+        }
     );
     if f.compliance_risk_repeats {
         text.push_str(" The model refused nothing, so this split is the comparison of prompt types above, dichotomised at the threshold.");
