@@ -64,6 +64,10 @@ fn flags_override_the_defaults() {
         .unwrap();
     assert_eq!(compat.run.policy.kind(), "compat");
     assert_eq!(compat.run.policy.max_traces(), 8);
+    let prototype = args(&["--policy", "prototype"])
+        .plan(&Defaults::harmbench())
+        .unwrap();
+    assert_eq!(prototype.run.policy, compat.run.policy);
 }
 
 #[test]

@@ -18,8 +18,10 @@ pub enum PolicyKind {
     Offline,
     /// DeepConf online: `--warmup` traces set the threshold, later traces are cut below it.
     Online,
-    /// The prototype's schedule (3 warmup, batches of 3, up to `--traces`).
-    Compat,
+    /// The Python prototype's schedule (3 warmup, batches of 3, up to `--traces`); `compat`, its
+    /// earlier name, is still accepted, and records keep writing its kind as `compat`.
+    #[value(alias = "compat")]
+    Prototype,
 }
 
 /// The flags every evaluation example shares. Options left out take the example's [`Defaults`](crate::Defaults).

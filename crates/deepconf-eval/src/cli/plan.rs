@@ -110,7 +110,7 @@ impl EvalArgs {
                     other => other,
                 }
             }
-            PolicyKind::Compat => match PolicyConfig::prototype() {
+            PolicyKind::Prototype => match PolicyConfig::prototype() {
                 PolicyConfig::Prototype {
                     warmup_traces,
                     batch_size,
