@@ -74,7 +74,9 @@ mod error;
 mod model;
 pub mod pool;
 mod runner;
+mod spec;
 mod types;
+mod violation;
 
 use std::path::PathBuf;
 
@@ -83,7 +85,6 @@ pub use deepconf_confidence as confidence;
 #[doc(inline)]
 pub use deepconf_policy as policy;
 
-pub use contract::Violation;
 pub use error::{Error, Result};
 pub use model::{
     Capabilities, LogprobModel, NoObserver, TokenControl, TokenObserver, TraceBuilder,
@@ -92,10 +93,9 @@ pub use runner::{
     AnswerExtractor, Extracted, PromptOutcome, RunConfig, Runner, Termination, TokenProgress,
     TraceRecord,
 };
-pub use types::{
-    ChatMessage, GenerationRequest, Prompt, Role, SamplingParams, StopReason, TokenStep, Trace,
-    TraceSpec,
-};
+pub use spec::{StopReason, TraceSpec};
+pub use types::{ChatMessage, GenerationRequest, Prompt, Role, SamplingParams, TokenStep, Trace};
+pub use violation::Violation;
 
 /// Environment variable that overrides the cache directory of models and data.
 pub const CACHE_ENV: &str = "DEEPCONF_CACHE";

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use deepconf_confidence::{ConfidenceConfig, ConfidenceSummary, summarize, token_confidence};
 
-use crate::{Error, Result};
+use crate::{Error, Result, StopReason, TraceSpec};
 
 /// Author of a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -285,29 +285,6 @@ impl GenerationRequest {
     }
 }
 
-/// Identity of one trace within a request: its index and its own seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TraceSpec {
-    /// Index of the trace within the prompt's traces (0-based).
-    pub index: usize,
-    /// Seed of this trace's sampler. Equal seeds must give equal traces.
-    pub seed: u64,
-}
-
-impl TraceSpec {
-    /// Trace `index` of a request with base seed `base_seed`. The seed is mixed (SplitMix64) so that
-    /// neighbouring indices get unrelated random streams.
-    pub fn derive(base_seed: u64, index: usize) -> Self {
-        let mut z = base_seed.wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Self {
-            index,
-            seed: z ^ (z >> 31),
-        }
-    }
-}
-
 /// One generated token with the model's top-k log-probabilities at that step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenStep {
@@ -335,32 +312,6 @@ impl TokenStep {
     /// DeepConf token confidence of this step over its first `k` candidates.
     pub fn confidence(&self, k: usize) -> f64 {
         token_confidence(&self.top_logprobs, k)
-    }
-}
-
-/// Why a trace ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model emitted an end-of-sequence token.
-    EndOfSequence,
-    /// The trace reached `max_tokens`.
-    MaxTokens,
-    /// The model's context window is full.
-    ContextFull,
-    /// The token observer asked to stop it (online early termination).
-    Terminated,
-}
-
-impl StopReason {
-    /// Snake-case name, as serialised.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::EndOfSequence => "end_of_sequence",
-            StopReason::MaxTokens => "max_tokens",
-            StopReason::ContextFull => "context_full",
-            StopReason::Terminated => "terminated",
-        }
     }
 }
 
@@ -414,15 +365,6 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn derived_seeds_differ_and_are_stable() {
-        let a = TraceSpec::derive(7, 0);
-        let b = TraceSpec::derive(7, 1);
-        assert_ne!(a.seed, b.seed);
-        assert_eq!(a, TraceSpec::derive(7, 0));
-        assert_ne!(TraceSpec::derive(8, 0).seed, a.seed);
-    }
 
     #[test]
     fn sampling_validation_names_parameter() {

@@ -1,4 +1,6 @@
-//! Client settings and the builder of [`OpenAiModel`](crate::OpenAiModel).
+//! Client settings and the builder of [`OpenAiModel`](crate::OpenAiModel). The builder checks the
+//! settings here; [`OpenAiBuilder::build`] itself lives next to the model it builds (in `model`),
+//! so that the settings need nothing from the model.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use deepconf_core::ChatMessage;
 use serde_json::{Map, Value};
 
-use crate::{OpenAiError, OpenAiModel, Result};
+use crate::{OpenAiError, Result};
 
 /// Requests in flight by default: enough to keep a GPU server's continuous batch full (vLLM and
 /// SGLang schedule a few hundred sequences at once); a small server queues the excess.
@@ -159,7 +161,8 @@ pub struct OpenAiConfig {
     pub extra_body: Map<String, Value>,
 }
 
-/// Builder of [`OpenAiModel`]; start with [`OpenAiModel::builder`].
+/// Builder of [`OpenAiModel`](crate::OpenAiModel); start with
+/// [`OpenAiModel::builder`](crate::OpenAiModel::builder).
 #[derive(Debug, Clone)]
 pub struct OpenAiBuilder {
     config: OpenAiConfig,
@@ -326,8 +329,9 @@ impl OpenAiBuilder {
         self
     }
 
-    /// Checks the settings and builds the model.
-    pub fn build(mut self) -> Result<OpenAiModel> {
+    /// Checks the settings and gives the configuration they make, with the API key read from the
+    /// environment when asked; [`build`](Self::build) makes the model of it.
+    pub(crate) fn into_config(mut self) -> Result<OpenAiConfig> {
         if let Some(name) = self.api_key_env.take() {
             self.config.api_key = std::env::var(&name).ok().filter(|k| !k.is_empty());
         }
@@ -362,7 +366,7 @@ impl OpenAiBuilder {
                 reason: "must be positive",
             });
         }
-        Ok(OpenAiModel::from_config(self.config))
+        Ok(self.config)
     }
 }
 
@@ -420,44 +424,5 @@ mod tests {
             prompt,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
-    }
-
-    #[test]
-    fn builder_rejects_empty_model_and_zero_concurrency() {
-        let err = OpenAiModel::builder("http://h:1", " ").build().unwrap_err();
-        assert!(err.to_string().contains("model"), "{err}");
-        let err = OpenAiModel::builder("http://h:1", "m")
-            .max_concurrency(0)
-            .build()
-            .unwrap_err();
-        assert!(err.to_string().contains("max_concurrency"), "{err}");
-    }
-
-    #[test]
-    fn short_top_k_lists_are_declared_unless_strict() {
-        use deepconf_core::LogprobModel;
-        let lenient = OpenAiModel::builder("http://h:1", "m").build().unwrap();
-        assert!(lenient.capabilities().partial_top_logprobs);
-        assert_eq!(lenient.capabilities().min_candidates(20), 1);
-        let strict = OpenAiModel::builder("http://h:1", "m")
-            .strict_top_logprobs(true)
-            .build()
-            .unwrap();
-        assert!(!strict.capabilities().partial_top_logprobs);
-        assert_eq!(strict.capabilities().min_candidates(20), 20);
-    }
-
-    #[test]
-    fn explicit_api_key_wins_over_environment() {
-        let model = OpenAiModel::builder("http://h:1", "m")
-            .api_key("secret")
-            .build()
-            .unwrap();
-        assert_eq!(model.config().api_key.as_deref(), Some("secret"));
-        let model = OpenAiModel::builder("http://h:1", "m")
-            .api_key_env("DEEPCONF_OPENAI_TEST_SURELY_UNSET_VARIABLE")
-            .build()
-            .unwrap();
-        assert_eq!(model.config().api_key, None);
     }
 }

@@ -571,7 +571,7 @@ pub(crate) fn error_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PromptTemplate;
+    use crate::config::{OpenAiBuilder, PromptTemplate};
 
     #[test]
     fn chat_chunk_with_ids_and_inserted_sampled_token() {
@@ -750,13 +750,11 @@ mod tests {
 
     #[test]
     fn request_bodies_carry_logprob_settings_per_endpoint() {
-        let config = crate::OpenAiModel::builder("http://h:1", "m")
+        let config = OpenAiBuilder::new("http://h:1", "m")
             .no_api_key()
             .extra_body_field("repetition_penalty", json!(1.0))
-            .build()
-            .unwrap()
-            .config()
-            .clone();
+            .into_config()
+            .unwrap();
         let request = GenerationRequest::user(
             "Hi",
             deepconf_core::SamplingParams::greedy().with_top_logprobs(5),

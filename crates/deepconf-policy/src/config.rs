@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, PolicyState, Result, TraceMetric, Voting};
+use crate::{Error, Result, TraceMetric, Voting};
 
 /// A policy, as configuration. Serialises as `{"kind": "online", ...}`; the kinds are `fixed`,
 /// `offline`, `online` and `compat` ([`PolicyConfig::Prototype`], also read as `prototype`).
@@ -278,11 +278,6 @@ impl PolicyConfig {
                 Ok(())
             }
         }
-    }
-
-    /// A fresh decision state for one prompt.
-    pub fn start(&self) -> PolicyState {
-        PolicyState::new(self.clone())
     }
 }
 

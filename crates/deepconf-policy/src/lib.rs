@@ -46,13 +46,15 @@ mod offline;
 mod online;
 mod prototype;
 mod state;
+mod step;
 mod vote;
 
 use serde::{Deserialize, Serialize};
 
 pub use config::PolicyConfig;
-pub(crate) use state::BallotBox;
-pub use state::{Decision, FinishReason, Phase, PolicyState, Step};
+pub use state::PolicyState;
+pub(crate) use step::BallotBox;
+pub use step::{Decision, FinishReason, Phase, Step};
 pub use vote::{Ballot, VoteOutcome, Voting, vote};
 
 /// Errors of this crate.

@@ -1,88 +1,9 @@
-//! Driving a policy for one prompt: [`PolicyState`] answers what to do next ([`Step`]) and,
-//! once sampling is over, which traces vote ([`Decision`]).
+//! Driving a policy for one prompt: [`PolicyState`] answers what to do next
+//! ([`Step`](crate::Step)) and, once sampling is over, which traces vote
+//! ([`Decision`](crate::Decision)). [`PolicyConfig::start`] lives here, next to the state it
+//! creates, so that the configuration needs nothing from the state.
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    Ballot, PolicyConfig, TraceMetric, TraceOutcome, VoteOutcome, Voting, fixed, offline, online,
-    prototype, vote,
-};
-
-/// Which part of a policy's schedule a batch of traces belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// All traces at once (fixed and offline policies).
-    Full,
-    /// Warmup traces that set a threshold.
-    Warmup,
-    /// Traces sampled after the warmup.
-    Adaptive,
-}
-
-/// What to do next for one prompt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Step {
-    /// Start `count` more traces; cut any of them as soon as a full window's group confidence is
-    /// below `stop_below`.
-    Generate {
-        /// Traces to start.
-        count: usize,
-        /// Schedule phase.
-        phase: Phase,
-        /// Termination threshold on group confidence, if any.
-        stop_below: Option<f64>,
-    },
-    /// Sampling is over.
-    Finish(FinishReason),
-}
-
-/// Why sampling stopped for a prompt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum FinishReason {
-    /// The fixed number of traces was generated.
-    AllGenerated {
-        /// Traces generated.
-        traces: usize,
-    },
-    /// The budget of traces is spent.
-    Budget {
-        /// Traces generated.
-        traces: usize,
-        /// Consensus reached at that point (if any trace voted).
-        consensus: Option<f64>,
-    },
-    /// The weighted consensus reached tau.
-    Consensus {
-        /// Consensus `V(best)/Σ V`.
-        consensus: f64,
-        /// The target tau.
-        tau: f64,
-        /// Traces generated.
-        traces: usize,
-    },
-    /// ([`PolicyConfig::Prototype`]) The newest batch's mean confidence reached the warmup percentile.
-    ConfidenceReached {
-        /// Mean confidence of the newest batch.
-        batch_mean: f64,
-        /// The warmup percentile it had to reach.
-        target: f64,
-        /// Traces generated.
-        traces: usize,
-    },
-}
-
-/// The final decision for a prompt: which traces voted and the vote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision<A = String> {
-    /// The vote among the traces that count; `None` when no trace could vote.
-    pub vote: Option<VoteOutcome<A>>,
-    /// Indices of the traces whose ballots counted.
-    pub voters: Vec<usize>,
-    /// The confidence threshold in force (online: termination threshold; offline: filter threshold).
-    pub threshold: Option<f64>,
-}
+use crate::{Decision, PolicyConfig, Step, TraceOutcome, fixed, offline, online, prototype};
 
 /// Decision state of a policy for one prompt. Cheap to create; see [`PolicyConfig::start`].
 #[derive(Debug, Clone, PartialEq)]
@@ -176,54 +97,9 @@ impl PolicyState {
     }
 }
 
-/// Which traces may vote, with what weight, and the threshold to report: what a policy decides
-/// before the ballots are counted.
-pub(crate) struct BallotBox {
-    pub(crate) eligible: Vec<bool>,
-    pub(crate) threshold: Option<f64>,
-    pub(crate) voting: Voting,
-    pub(crate) metric: TraceMetric,
-}
-
-impl BallotBox {
-    /// Everyone may vote.
-    pub(crate) fn open(
-        traces: usize,
-        threshold: Option<f64>,
-        voting: Voting,
-        metric: TraceMetric,
-    ) -> Self {
-        Self {
-            eligible: vec![true; traces],
-            threshold,
-            voting,
-            metric,
-        }
-    }
-
-    /// Counts the ballots of eligible, completed traces that have an answer.
-    pub(crate) fn count<A: Ord + Clone>(self, history: &[TraceOutcome<A>]) -> Decision<A> {
-        let mut ballots = Vec::new();
-        let mut voters = Vec::new();
-        for (trace, keep) in history.iter().zip(self.eligible) {
-            let Some(answer) = trace.answer.as_ref() else {
-                continue;
-            };
-            if !keep || trace.terminated {
-                continue;
-            }
-            voters.push(trace.index);
-            ballots.push(Ballot {
-                answer: answer.clone(),
-                confidence: trace.metric(self.metric),
-                terminated: false,
-            });
-        }
-        voters.sort_unstable();
-        Decision {
-            vote: vote(&ballots, self.voting),
-            voters,
-            threshold: self.threshold,
-        }
+impl PolicyConfig {
+    /// A fresh decision state for one prompt.
+    pub fn start(&self) -> PolicyState {
+        PolicyState::new(self.clone())
     }
 }

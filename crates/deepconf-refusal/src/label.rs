@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{JudgeFormat, JudgeVerdict, ScoreSource};
+use crate::{JudgeFormat, JudgeVerdict, ScoreSource};
 
 /// What a response does with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

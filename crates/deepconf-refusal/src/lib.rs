@@ -70,6 +70,7 @@ mod classifier;
 mod ensemble;
 mod error;
 mod judge;
+mod judge_data;
 mod label;
 pub mod normalize;
 mod patterns;
@@ -81,12 +82,13 @@ pub use classifier::{RefusalAnswers, RefusalClassifier, TraceLabel, Unclassified
 pub use ensemble::Ensemble;
 pub use error::{Error, Result};
 pub use judge::{
-    CachedAnswer, HARMBENCH_CONTEXT_SEPARATOR, HarmBenchVerdict, JudgeCache, JudgeCounts,
-    JudgeCountsHandle, JudgeFormat, JudgeIdentity, JudgeOutput, JudgeVerdict,
-    LLAMA_GUARD_3_CATEGORIES, LlamaGuardVerdict, LlmJudge, NotHarmfulReading, ScoreSource,
-    WildGuardVerdict, harmbench_prompt, harmbench_prompt_for, llama_guard_prompt,
-    parse_harmbench_output, parse_llama_guard_output, parse_wildguard_output,
-    wildguard_instruction, wildguard_prompt,
+    CachedAnswer, HARMBENCH_CONTEXT_SEPARATOR, JudgeCache, JudgeCounts, JudgeCountsHandle,
+    JudgeIdentity, JudgeOutput, LLAMA_GUARD_3_CATEGORIES, LlmJudge, NotHarmfulReading,
+    harmbench_prompt, harmbench_prompt_for, llama_guard_prompt, parse_harmbench_output,
+    parse_llama_guard_output, parse_wildguard_output, wildguard_instruction, wildguard_prompt,
+};
+pub use judge_data::{
+    HarmBenchVerdict, JudgeFormat, JudgeVerdict, LlamaGuardVerdict, ScoreSource, WildGuardVerdict,
 };
 pub use label::{Classification, Evidence, PatternMatch, RefusalLabel};
 pub use normalize::{AnswerText, normalize, strip_thinking};

@@ -146,6 +146,15 @@ impl OpenAiModel {
     }
 }
 
+// The builder's last step lives here, next to the model it makes, so that the settings in
+// `config` need nothing from the model.
+impl OpenAiBuilder {
+    /// Checks the settings and builds the model.
+    pub fn build(self) -> Result<OpenAiModel> {
+        Ok(OpenAiModel::from_config(self.into_config()?))
+    }
+}
+
 impl LogprobModel for OpenAiModel {
     fn generate(
         &mut self,
@@ -200,5 +209,49 @@ impl LogprobModel for OpenAiModel {
 
     fn concurrent_handle(&self) -> Option<Box<dyn LogprobModel + Send>> {
         Some(Box::new(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_rejects_empty_model_and_zero_concurrency() {
+        let err = OpenAiModel::builder("http://h:1", " ").build().unwrap_err();
+        assert!(err.to_string().contains("model"), "{err}");
+        let err = OpenAiModel::builder("http://h:1", "m")
+            .max_concurrency(0)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn short_top_k_lists_are_declared_unless_strict() {
+        use deepconf_core::LogprobModel;
+        let lenient = OpenAiModel::builder("http://h:1", "m").build().unwrap();
+        assert!(lenient.capabilities().partial_top_logprobs);
+        assert_eq!(lenient.capabilities().min_candidates(20), 1);
+        let strict = OpenAiModel::builder("http://h:1", "m")
+            .strict_top_logprobs(true)
+            .build()
+            .unwrap();
+        assert!(!strict.capabilities().partial_top_logprobs);
+        assert_eq!(strict.capabilities().min_candidates(20), 20);
+    }
+
+    #[test]
+    fn explicit_api_key_wins_over_environment() {
+        let model = OpenAiModel::builder("http://h:1", "m")
+            .api_key("secret")
+            .build()
+            .unwrap();
+        assert_eq!(model.config().api_key.as_deref(), Some("secret"));
+        let model = OpenAiModel::builder("http://h:1", "m")
+            .api_key_env("DEEPCONF_OPENAI_TEST_SURELY_UNSET_VARIABLE")
+            .build()
+            .unwrap();
+        assert_eq!(model.config().api_key, None);
     }
 }

@@ -15,8 +15,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use super::{JudgeIdentity, ScoreSource};
-use crate::{Error, Result};
+use super::JudgeIdentity;
+use crate::{Error, Result, ScoreSource};
 
 /// One cached judge answer: the raw text (parsed again when read, so a parse failure is cached
 /// too) and the score computed from the call's log-probabilities.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::JudgeFormat;
+use crate::JudgeFormat;
 
 /// Everything that determines a judge's raw answer to an exchange: the key of its cache entries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

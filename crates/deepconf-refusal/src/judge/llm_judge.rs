@@ -12,9 +12,12 @@ use super::cache::{CachedAnswer, JudgeCache, Lookup};
 use super::counts::{JudgeCounts, JudgeCountsHandle, SharedCounts, bump, counts_of};
 use super::score::{score, verdict_score};
 use super::verdict::ParsedAnswer;
-use super::{JudgeFormat, JudgeIdentity, JudgeVerdict, NotHarmfulReading, ScoreSource};
+use super::{JudgeIdentity, NotHarmfulReading};
 use crate::normalize::{AnswerText, strip_thinking};
-use crate::{Classification, Error, Evidence, RefusalClassifier, Result};
+use crate::{
+    Classification, Error, Evidence, JudgeFormat, JudgeVerdict, RefusalClassifier, Result,
+    ScoreSource,
+};
 
 /// What the judge said about one exchange.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,17 +22,11 @@ mod wildguard;
 
 pub use cache::{CachedAnswer, JudgeCache};
 pub use counts::{JudgeCounts, JudgeCountsHandle};
-pub use format::JudgeFormat;
 pub use harmbench::{
-    HARMBENCH_CONTEXT_SEPARATOR, HarmBenchVerdict, harmbench_prompt, harmbench_prompt_for,
-    parse_harmbench_output,
+    HARMBENCH_CONTEXT_SEPARATOR, harmbench_prompt, harmbench_prompt_for, parse_harmbench_output,
 };
 pub use identity::JudgeIdentity;
-pub use llama_guard::{
-    LLAMA_GUARD_3_CATEGORIES, LlamaGuardVerdict, llama_guard_prompt, parse_llama_guard_output,
-};
+pub use llama_guard::{LLAMA_GUARD_3_CATEGORIES, llama_guard_prompt, parse_llama_guard_output};
 pub use llm_judge::{JudgeOutput, LlmJudge};
-pub use verdict::{JudgeVerdict, NotHarmfulReading, ScoreSource};
-pub use wildguard::{
-    WildGuardVerdict, parse_wildguard_output, wildguard_instruction, wildguard_prompt,
-};
+pub use verdict::NotHarmfulReading;
+pub use wildguard::{parse_wildguard_output, wildguard_instruction, wildguard_prompt};

@@ -3,7 +3,7 @@
 use deepconf_core::{LogprobModel, TokenStep, Trace};
 
 use super::verdict::ParsedAnswer;
-use super::{JudgeFormat, ScoreSource};
+use crate::{JudgeFormat, ScoreSource};
 
 /// The score when only the verdict is known.
 pub(super) fn verdict_score(parsed: &ParsedAnswer) -> (f64, ScoreSource) {

@@ -1,9 +1,10 @@
-//! A judge's parsed answer, what it means as a refusal label, and where its score came from.
+//! What a judge's parsed answer means as a refusal label. The answer and score types themselves
+//! ([`JudgeVerdict`], [`ScoreSource`](crate::ScoreSource)) are plain data in `judge_data`, so that
+//! a classification's evidence can carry them without depending on the judges.
 
 use serde::{Deserialize, Serialize};
 
-use super::{HarmBenchVerdict, LlamaGuardVerdict, WildGuardVerdict};
-use crate::RefusalLabel;
+use crate::{JudgeVerdict, RefusalLabel};
 
 /// What a harm judge's "not harmful" answer (HarmBench `No`, Llama Guard `safe`) becomes.
 ///
@@ -46,21 +47,6 @@ impl NotHarmfulReading {
     }
 }
 
-/// A parsed judge answer, in its format's terms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "format")]
-pub enum JudgeVerdict {
-    /// WildGuard's three answers.
-    #[serde(rename = "wildguard")]
-    WildGuard(WildGuardVerdict),
-    /// The HarmBench classifier's yes/no.
-    #[serde(rename = "harmbench")]
-    HarmBench(HarmBenchVerdict),
-    /// Llama Guard 3's assessment.
-    #[serde(rename = "llama-guard-3")]
-    LlamaGuard3(LlamaGuardVerdict),
-}
-
 impl JudgeVerdict {
     /// The refusal label this verdict gives, or why it gives none:
     ///
@@ -93,34 +79,10 @@ pub(crate) struct ParsedAnswer {
     pub decisive: Option<(usize, bool)>,
 }
 
-/// Where a judge's score came from.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
-pub enum ScoreSource {
-    /// `p_refusal / (p_refusal + p_compliance)` over the top-k candidates of the deciding token:
-    /// the mass of candidates reading the format's first [`JudgeFormat::answer_words`](super::JudgeFormat::answer_words) word
-    /// (`yes`, `Yes`, `" yes"`, ...) against the second. Candidates are read from the step's
-    /// texts ([`TokenStep::top_tokens`](deepconf_core::TokenStep::top_tokens)) or their ids ([`LogprobModel::token_text`](deepconf_core::LogprobModel::token_text)).
-    TopLogprobs {
-        /// Probability mass of candidates reading the refusal-side word.
-        p_refusal: f64,
-        /// Probability mass of candidates reading the compliance-side word.
-        p_compliance: f64,
-    },
-    /// Only the sampled token's probability `p` is known: the score is `p` for the refusal-side
-    /// word and `1 - p` for the other, a bound that leans towards 0.5.
-    SampledToken {
-        /// Log-probability of the sampled deciding token.
-        logprob: f64,
-    },
-    /// The deciding token could not be located in the steps (its text was split or merged): the
-    /// score is the verdict itself, 1 or 0 (0.5 when nothing decides).
-    Verdict,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{HarmBenchVerdict, LlamaGuardVerdict, WildGuardVerdict};
 
     #[test]
     fn labels_follow_the_documented_mapping() {
