@@ -20,12 +20,8 @@ pub(crate) fn next_step<A: Ord + Clone>(
     history: &[TraceOutcome<A>],
 ) -> Step {
     let generated = history.len();
-    if generated < schedule.warmup_traces {
-        return Step::Generate {
-            count: schedule.warmup_traces - generated,
-            phase: Phase::Warmup,
-            stop_below: None,
-        };
+    if let Some(warmup) = Step::remaining_warmup(schedule.warmup_traces, generated) {
+        return warmup;
     }
     if threshold.is_none() {
         let means: Vec<f64> = history[..schedule.warmup_traces]

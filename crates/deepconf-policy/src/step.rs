@@ -36,6 +36,18 @@ pub enum Step {
     Finish(FinishReason),
 }
 
+impl Step {
+    /// The warmup traces still to start, if fewer than `warmup_traces` exist: the first phase of
+    /// both warmup-based schedules (online and the prototype's), which differ only afterwards.
+    pub(crate) fn remaining_warmup(warmup_traces: usize, generated: usize) -> Option<Step> {
+        (generated < warmup_traces).then(|| Step::Generate {
+            count: warmup_traces - generated,
+            phase: Phase::Warmup,
+            stop_below: None,
+        })
+    }
+}
+
 /// Why sampling stopped for a prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
