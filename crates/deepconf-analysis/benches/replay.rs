@@ -67,24 +67,7 @@ fn online_sweep(consensus: f64) -> Vec<ReplayPolicy> {
         .map(|&keep| ReplayPolicy {
             label: format!("online keep {keep}%"),
             keep_percent: Some(keep),
-            config: match PolicyConfig::online(4, TRACES, keep) {
-                PolicyConfig::Online {
-                    warmup_traces,
-                    max_traces,
-                    keep_percent,
-                    batch_size,
-                    voting,
-                    ..
-                } => PolicyConfig::Online {
-                    warmup_traces,
-                    max_traces,
-                    keep_percent,
-                    consensus,
-                    batch_size,
-                    voting,
-                },
-                other => other,
-            },
+            config: PolicyConfig::online(4, TRACES, keep).with_consensus(consensus),
         })
         .collect()
 }

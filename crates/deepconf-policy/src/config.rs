@@ -157,6 +157,29 @@ impl PolicyConfig {
         }
     }
 
+    /// The same policy with consensus threshold `tau` (DeepConf online's early stop on the weighted
+    /// vote); other policies have no consensus stop and are returned unchanged.
+    pub fn with_consensus(self, tau: f64) -> Self {
+        match self {
+            Self::Online {
+                warmup_traces,
+                max_traces,
+                keep_percent,
+                batch_size,
+                voting,
+                ..
+            } => Self::Online {
+                warmup_traces,
+                max_traces,
+                keep_percent,
+                consensus: tau,
+                batch_size,
+                voting,
+            },
+            other => other,
+        }
+    }
+
     /// The prototype's schedule as the prototype ran it: 3 warmup, batches of 3 up to 10, median
     /// of the warmup.
     pub fn prototype() -> Self {

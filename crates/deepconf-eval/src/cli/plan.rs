@@ -91,24 +91,8 @@ impl EvalArgs {
             PolicyKind::Offline => PolicyConfig::offline(traces, keep_percent),
             PolicyKind::Online => {
                 let warmup = self.warmup.unwrap_or(defaults.warmup).min(traces);
-                match PolicyConfig::online(warmup, traces, keep_percent) {
-                    PolicyConfig::Online {
-                        warmup_traces,
-                        max_traces,
-                        keep_percent,
-                        batch_size,
-                        voting,
-                        ..
-                    } => PolicyConfig::Online {
-                        warmup_traces,
-                        max_traces,
-                        keep_percent,
-                        consensus: self.consensus.unwrap_or(defaults.consensus),
-                        batch_size,
-                        voting,
-                    },
-                    other => other,
-                }
+                PolicyConfig::online(warmup, traces, keep_percent)
+                    .with_consensus(self.consensus.unwrap_or(defaults.consensus))
             }
             PolicyKind::Prototype => match PolicyConfig::prototype() {
                 PolicyConfig::Prototype {
